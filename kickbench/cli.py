@@ -1,0 +1,155 @@
+"""kickbench eval | compress | report | list"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEMO_LEVELS = "0.1,0.2,0.3,0.4,0.5,0.6"
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m", help="built-in name, HF id, folder or .gguf")
+    p.add_argument("--task", default="factoid")
+    p.add_argument("--data", default=None, help="JSONL path or HF dataset id (default: data/)")
+    p.add_argument("--template", default=None, help="prompt template of the task")
+    p.add_argument("--limit", type=int, default=None, help="first N items only")
+    p.add_argument("--store", default=None, help="results SQLite file (default: user data dir)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_list(_args) -> None:
+    from . import compress, models, tasks
+
+    print("built-in models:", ", ".join(models.BUILTINS))
+    print("methods:        ", ", ".join(["dense", *compress.METHODS]))
+    print("patterns:        unstructured, N:M (e.g. 2:4, 4:8)")
+    for name, module in tasks.TASKS.items():
+        print(f"task {name}: templates {', '.join(module.TEMPLATES)}; "
+              f"scorings {', '.join(module.SCORINGS)}; default data {module.DEFAULT_DATA}")
+
+
+def cmd_eval(args) -> None:
+    from . import sweep
+    from .compress.spec import CompressionSpec
+    from .store import Store
+    from .tasks import TaskSpec
+
+    specs = [CompressionSpec(args.method, sparsity=args.sparsity, pattern=args.pattern)]
+    if args.baseline:
+        specs.insert(0, CompressionSpec("dense"))
+    task = TaskSpec(args.task, data=args.data, template=args.template)
+    runs = sweep.plan([args.model], specs, [task])
+    store = Store(args.store)
+    frame = sweep.execute(runs, store, _settings(args))
+    table = frame.pivot_table(index=["model", "method", "pattern", "sparsity", "n"],
+                              columns="metric", values="value", sort=False)
+    print(table.round(4).to_string())
+    print(f"results store: {store.path}")
+
+
+def cmd_compress(args) -> None:
+    from . import compress, models
+    from .compress.spec import CompressionSpec
+
+    spec = CompressionSpec(args.method, sparsity=args.sparsity, pattern=args.pattern)
+    compress.check(spec)
+    lm = models.load(args.model, device=args.device, dtype=args.dtype)
+    rep = compress.apply(lm.model, spec)
+    lm.model.save_pretrained(args.out)
+    lm.tokenizer.save_pretrained(args.out)
+    print(f"{spec.label}: achieved sparsity {rep['sparsity']:.4f} over {len(rep['layers'])} "
+          f"layers in {rep['seconds']:.1f} s; saved to {args.out}")
+
+
+def cmd_report(args) -> None:
+    from . import report
+
+    params = {"model": args.model, "methods": _names(args.methods),
+              "sparsities": _floats(args.sparsities), "patterns": _names(args.patterns),
+              "task": args.task, "data": args.data, "template": args.template,
+              "limit": args.limit, "metric": args.metric, "store_path": args.store,
+              "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
+              "seed": args.seed, "progress": False}
+    _validate_report(params)
+    ipynb, html = report.render(params, out_dir=args.out, name=args.name)
+    print(f"executed notebook: {ipynb}\nHTML report:       {html}")
+
+
+def _validate_report(params: dict) -> None:
+    """Fail on a bad model, method, level, pattern or task before starting a kernel."""
+    from . import sweep
+    from .compress.spec import CompressionSpec
+    from .tasks import TaskSpec
+
+    specs = [CompressionSpec(m, sparsity=s) for m in params["methods"] for s in params["sparsities"]]
+    specs += [CompressionSpec(m, pattern=p) for m in params["methods"] for p in params["patterns"]]
+    sweep.plan([params["model"]], specs, [TaskSpec(params["task"], params["data"], params["template"])])
+
+
+def _settings(args):
+    from .sweep import Settings
+
+    return Settings(limit=args.limit, device=args.device, dtype=args.dtype,
+                    batch_size=args.batch_size, seed=args.seed)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="kickbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="built-in models, methods and tasks").set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("eval", help="compress once and evaluate (dense baseline included)")
+    _add_common(p)
+    p.add_argument("--method", default="magnitude")
+    p.add_argument("--sparsity", type=float, default=0.0)
+    p.add_argument("--pattern", default="unstructured", help="unstructured or N:M, e.g. 2:4")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("compress", help="compress a model and save it as a folder")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--method", default="magnitude")
+    p.add_argument("--sparsity", type=float, default=0.0)
+    p.add_argument("--pattern", default="unstructured")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_compress)
+
+    p = sub.add_parser("report", help="render the papermill report to reports/ (ipynb + HTML)")
+    _add_common(p)
+    p.add_argument("--methods", default="magnitude")
+    p.add_argument("--sparsities", default=DEMO_LEVELS)
+    p.add_argument("--patterns", default="2:4", help="comma-separated N:M patterns, or ''")
+    p.add_argument("--metric", default="accuracy",
+                   choices=["accuracy", "exact_match", "legacy_accuracy"])
+    p.add_argument("--out", default="reports")
+    p.add_argument("--name", default=None, help="file name stem (default: report-<time>)")
+    p.set_defaults(fn=cmd_report)
+
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"kickbench: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

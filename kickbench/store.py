@@ -1,0 +1,121 @@
+"""SQLite (WAL) results store: runs, per-sample records and scores, keyed by content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY, model TEXT, spec TEXT, task TEXT, meta TEXT, created REAL);
+CREATE TABLE IF NOT EXISTS samples (
+    key TEXT, idx INTEGER, item_id TEXT, prompt TEXT, output TEXT, item TEXT,
+    metrics TEXT, new_tokens INTEGER, PRIMARY KEY (key, idx));
+CREATE TABLE IF NOT EXISTS scores (
+    key TEXT, n INTEGER, metric TEXT, value REAL, ci_low REAL, ci_high REAL, created REAL,
+    PRIMARY KEY (key, n, metric));
+"""
+
+
+def default_path() -> Path:
+    import platformdirs
+
+    return Path(os.environ.get("KICKBENCH_STORE")
+                or Path(platformdirs.user_data_dir("kickbench")) / "results.sqlite")
+
+
+def result_key(fields: dict) -> str:
+    """Hash of everything that can change a number (canonical JSON, sorted keys)."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class Store:
+    """One SQLite file; every write is one transaction, so an interruption loses only the
+    batch in flight."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def put_run(self, key: str, model: str, spec: dict, task: str, meta: dict) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET meta=excluded.meta",
+                (key, model, json.dumps(spec), task, json.dumps(meta), time.time()))
+
+    def run(self, key: str) -> dict | None:
+        row = self.db.execute("SELECT model, spec, task, meta FROM runs WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        return {"model": row[0], "spec": json.loads(row[1]), "task": row[2], "meta": json.loads(row[3])}
+
+    def done_indices(self, key: str) -> set[int]:
+        return {r[0] for r in self.db.execute("SELECT idx FROM samples WHERE key=?", (key,))}
+
+    def add_samples(self, key: str, records: list[dict]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?)",
+                [(key, r["idx"], r["item"]["id"], r["prompt"], r["output"], json.dumps(r["item"]),
+                  json.dumps(r["metrics"]), r["new_tokens"]) for r in records])
+
+    def samples(self, key: str, n: int | None = None) -> pd.DataFrame:
+        """Per-sample records of a run (the first n items), one column per metric."""
+        rows = self.db.execute(
+            "SELECT idx, item_id, prompt, output, item, metrics, new_tokens FROM samples "
+            "WHERE key=? AND idx < ? ORDER BY idx", (key, n if n is not None else 2**62)).fetchall()
+        records = [{"idx": r[0], "item_id": r[1], "prompt": r[2], "output": r[3],
+                    "item": json.loads(r[4]), **json.loads(r[5]), "new_tokens": r[6]} for r in rows]
+        return pd.DataFrame.from_records(records)
+
+    def put_scores(self, key: str, n: int, scores: dict[str, tuple[float, float, float]]) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?)",
+                                [(key, n, m, *v, time.time()) for m, v in scores.items()])
+
+    def scores(self, key: str, n: int) -> dict[str, tuple[float, float, float]] | None:
+        rows = self.db.execute("SELECT metric, value, ci_low, ci_high FROM scores "
+                               "WHERE key=? AND n=?", (key, n)).fetchall()
+        return {r[0]: tuple(r[1:]) for r in rows} or None
+
+    def frame(self) -> pd.DataFrame:
+        """Tidy results: one row per (run, item count, metric) with the spec spread out."""
+        rows = self.db.execute(
+            "SELECT r.key, r.model, r.spec, r.task, r.meta, s.n, s.metric, s.value, s.ci_low, "
+            "s.ci_high FROM scores s JOIN runs r ON r.key = s.key ORDER BY s.created").fetchall()
+        records = []
+        for key, model, spec, task, meta, n, metric, value, lo, hi in rows:
+            spec, meta = json.loads(spec), json.loads(meta)
+            records.append({"key": key, "model": model, "task": task, **spec,
+                            "template": meta.get("template"), "data": meta.get("data_source"),
+                            "n": n, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi})
+        columns = ["key", "model", "task", "method", "sparsity", "pattern", "bits", "group_size",
+                   "template", "data", "n", "metric", "value", "ci_low", "ci_high"]
+        return pd.DataFrame.from_records(records, columns=columns)
+
+
+def changed_answers(store: Store, base_key: str, key: str, n: int,
+                    metric: str = "accuracy") -> pd.DataFrame:
+    """Items the base (dense) run got right and `key` got wrong, with both answers."""
+    base, comp = store.samples(base_key, n), store.samples(key, n)
+    if base.empty or comp.empty:
+        return pd.DataFrame(columns=["question", "gold", "dense answer", "compressed answer"])
+    both = base.merge(comp, on="idx", suffixes=("_dense", "_comp"))
+    lost = both[(both[f"{metric}_dense"] == 1) & (both[f"{metric}_comp"] == 0)]
+    items = lost["item_dense"]
+    return pd.DataFrame({"question": items.map(lambda it: it.get("question", it["id"])),
+                         "gold": items.map(lambda it: " | ".join(it.get("answers", [])[:3])),
+                         "dense answer": lost["output_dense"],
+                         "compressed answer": lost["output_comp"]}).reset_index(drop=True)

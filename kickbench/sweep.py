@@ -1,0 +1,163 @@
+"""A grid of models x compressions x tasks: plan it, run it with reuse, store every number."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import __version__, compress, models, stats
+from .compress.spec import CompressionSpec
+from .engine import iter_generate, render
+from .store import Store, result_key
+from .tasks import TaskSpec
+from .tasks.data import items_hash
+
+
+@dataclass(frozen=True)
+class Run:
+    model: str
+    spec: CompressionSpec
+    task: TaskSpec
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to run a plan; only seed, device and dtype can change a number (they are keyed)."""
+
+    limit: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int = 64
+    seed: int = 0
+    progress: bool = True
+
+
+def plan(model_names, specs, tasks) -> list[Run]:
+    """Validate everything cheaply, then list the runs: dense first, duplicates dropped."""
+    for name in model_names:
+        models.resolve_source(name)
+    specs = [s.canonical() for s in specs]
+    for spec in specs:
+        compress.check(spec)
+    tasks = [t if isinstance(t, TaskSpec) else TaskSpec(t) for t in tasks]
+    specs = sorted(dict.fromkeys(specs), key=lambda s: not s.is_dense)
+    return [Run(m, s, t) for m in dict.fromkeys(model_names) for s in specs for t in tasks]
+
+
+_MODELS: dict[tuple, models.LoadedModel] = {}
+_ITEMS: dict[TaskSpec, tuple[list[dict], str]] = {}
+
+
+def load_model(name: str, device=None, dtype=None) -> models.LoadedModel:
+    """Load once per process (the dense weights are restored after every compression)."""
+    key = (name, str(device), str(dtype))
+    if key not in _MODELS:
+        _MODELS[key] = models.load(name, device=device, dtype=dtype)
+    return _MODELS[key]
+
+
+def load_items(task: TaskSpec) -> tuple[list[dict], str]:
+    if task not in _ITEMS:
+        items = task.module.load(task.data)
+        _ITEMS[task] = items, items_hash(items)
+    return _ITEMS[task]
+
+
+def run_key(lm: models.LoadedModel, spec: CompressionSpec, task: TaskSpec, data_hash: str,
+            seed: int) -> tuple[str, dict]:
+    module = task.module
+    fields = {
+        "model": lm.fingerprint, "device": lm.device.type, "spec": spec.key(),
+        "task": module.NAME, "task_version": module.VERSION, "data": data_hash,
+        "template": module.TEMPLATES[task.template_name], "decoding": module.GENERATION.key(),
+        "seed": seed, "kickbench": __version__, "torch": torch.__version__,
+        "transformers": _transformers_version(),
+    }
+    return result_key(fields), fields
+
+
+def execute(runs: list[Run], store: Store, settings: Settings = Settings()) -> pd.DataFrame:
+    """Run every planned point not already in the store; return their results (tidy frame)."""
+    done: list[tuple[str, int]] = []
+    for model_name in dict.fromkeys(r.model for r in runs):
+        lm = load_model(model_name, settings.device, settings.dtype)
+        model_runs = [r for r in runs if r.model == model_name]
+        for r in model_runs:
+            compress.check(r.spec, lm.model)  # e.g. N:M widths, before any slow work
+        for spec in dict.fromkeys(r.spec for r in model_runs):
+            tasks = [r.task for r in model_runs if r.spec == spec]
+            done += _run_spec(lm, spec, tasks, store, settings)
+    frame = store.frame()
+    wanted = pd.MultiIndex.from_tuples(done, names=["key", "n"])
+    return frame[frame.set_index(["key", "n"]).index.isin(wanted)].reset_index(drop=True)
+
+
+def _run_spec(lm, spec, tasks, store, settings) -> list[tuple[str, int]]:
+    """Evaluate one compression of one model on its tasks; compress only if something is missing."""
+    todo, done = [], []
+    for task in tasks:
+        items, data_hash = load_items(task)
+        n = len(items) if settings.limit is None else min(settings.limit, len(items))
+        key, fields = run_key(lm, spec, task, data_hash, settings.seed)
+        done.append((key, n))
+        if store.scores(key, n) is None:
+            todo.append((task, items[:n], key, fields))
+    if not todo:
+        return done
+    with compress.applied(lm.model, spec) as report:
+        weights = models.weight_stats(lm.model)
+        for task, items, key, fields in todo:
+            meta = {"key_fields": fields, "model_name": lm.name, "dtype": str(lm.dtype),
+                    "template": task.template_name, "data_source": str(task.data or "project"),
+                    "compression": report, "weights": weights, "git": _git_hash(),
+                    "time": time.time()}
+            store.put_run(key, lm.name, spec.key(), task.name, meta)
+            _generate_missing(lm, task, items, key, store, settings)
+            _score(store, key, len(items), task)
+    return done
+
+
+def _generate_missing(lm, task, items, key, store, settings) -> None:
+    module = task.module
+    pending = [i for i in range(len(items)) if i not in store.done_indices(key)]
+    if not pending:
+        return
+    prompts = [module.prompt(items[i], task.template_name) for i in pending]
+    config = replace(module.GENERATION, batch_size=settings.batch_size)
+    torch.manual_seed(settings.seed)
+    desc = f"{task.name} | {key[:8]}"
+    for batch in iter_generate(lm.model, lm.tokenizer, prompts, config, settings.progress, desc):
+        records = []
+        for j, gen in batch:
+            item = items[pending[j]]
+            text = render(lm.tokenizer, prompts[j])[0]
+            records.append({"idx": pending[j], "item": item, "prompt": text, "output": gen.text,
+                            "metrics": module.score(item, text, gen.text),
+                            "new_tokens": gen.new_tokens})
+        store.add_samples(key, records)  # per batch: an interruption keeps what finished
+
+
+def _score(store: Store, key: str, n: int, task: TaskSpec) -> None:
+    samples = store.samples(key, n)
+    metrics = [c for c in samples.columns if c in set(task.module.SCORINGS.values())]
+    store.put_scores(key, n, {m: stats.bootstrap_ci(samples[m].to_numpy()) for m in metrics})
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None

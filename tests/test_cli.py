@@ -1,0 +1,27 @@
+import json
+
+from kickbench.cli import main
+
+
+def test_eval_prints_a_table_with_the_dense_baseline(tmp_path, capsys):
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"id": "1", "question": "Capital of Peru?", "answers": ["Lima"]}) + "\n")
+    rc = main(["eval", "--model", "tiny-llama", "--method", "magnitude", "--sparsity", "0.3",
+               "--data", str(data), "--limit", "1", "--store", str(tmp_path / "s.sqlite"),
+               "--dtype", "float32"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "dense" in out and "magnitude" in out and "legacy_accuracy" in out
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    assert main(["eval", "--model", "tiny-llama", "--sparsity", "1.5"]) == 2
+    assert "sparsity must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert main(["report", "--methods", "sparsegptt", "--out", str(tmp_path)]) == 2
+    assert "unknown compression method 'sparsegptt'" in capsys.readouterr().err
+
+
+def test_list_names_builtins_methods_and_tasks(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m" in out and "magnitude" in out and "factoid" in out

@@ -1,0 +1,24 @@
+import re
+
+import nbformat
+import pytest
+
+from kickbench import report
+
+
+@pytest.mark.slow
+def test_report_notebook_renders_offline_html_with_the_figure(tmp_path):
+    params = {"model": "tiny-llama", "sparsities": [0.2, 0.5], "patterns": ["2:4"], "limit": 4,
+              "store_path": str(tmp_path / "s.sqlite"), "dtype": "float32", "progress": False}
+    ipynb, html = report.render(params, out_dir=tmp_path, name="r")
+    text = html.read_text()
+    assert '<script src="http' not in text and "<script src='http" not in text
+    assert not re.search(r'<link[^>]+href="https?://', text)
+    assert text.count("plotly.js v") == 1  # embedded once
+    assert "Plotly.newPlot" in text and "accuracy (strict) vs sparsity" in text
+    nb = nbformat.read(ipynb, as_version=4)
+    figures = [o for c in nb.cells for o in c.get("outputs", [])
+               if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 1
+    traces = {t["name"] for t in figures[0]["data"]["application/vnd.plotly.v1+json"]["data"]}
+    assert traces == {"magnitude unstructured", "magnitude 2:4"}
