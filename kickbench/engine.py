@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from typing import Iterator, Sequence
 
@@ -53,6 +54,20 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+MIN_SHARED_PREFIX = 8  # tokens; below this a shared KV cache is not worth its copies
+
+
+def shared_prefix_len(encoded: Sequence[Sequence[int]]) -> int:
+    """Longest token prefix common to all prompts, leaving each at least one token to feed."""
+    if len(encoded) < 2:
+        return 0
+    first, limit = encoded[0], min(len(e) for e in encoded) - 1
+    n = 0
+    while n < limit and all(e[n] == first[n] for e in encoded):
+        n += 1
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
 def _left_pad(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(ids) for ids in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -70,14 +85,26 @@ def iter_generate(model, tokenizer, prompts: Sequence[Prompt], config: Generatio
     encoded = encode(tokenizer, prompts)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     device = next(model.parameters()).device
+    # A few-shot preamble shared by every prompt is encoded once for the whole request set
+    # (not per batch, so results cannot depend on batching); each batch gets a copy of its
+    # KV cache and its suffixes are left-padded after it.
+    n_shared = shared_prefix_len(encoded)
+    shared = _prefix_cache(model, encoded[0][:n_shared], device) if n_shared else None
     # Stop strings are checked on decoded text, so a stop that spans tokens still stops.
     stop_kwargs = {"stop_strings": list(config.stop), "tokenizer": tokenizer} if config.stop else {}
     bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="prompt")
     for start in range(0, len(order), config.batch_size):
         idx = order[start:start + config.batch_size]
-        ids, mask = _left_pad([encoded[i] for i in idx], tokenizer.pad_token_id, device)
+        ids, mask = _left_pad([encoded[i][n_shared:] for i in idx], tokenizer.pad_token_id, device)
+        cache_kwargs = {}
+        if shared is not None:
+            prefix = torch.tensor([encoded[idx[0]][:n_shared]], device=device).expand(len(idx), -1)
+            ids, mask = torch.cat([prefix, ids], 1), torch.cat([torch.ones_like(prefix), mask], 1)
+            cache = copy.deepcopy(shared)
+            cache.batch_repeat_interleave(len(idx))
+            cache_kwargs["cache"] = cache
         with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, **cache_kwargs,
                                  max_new_tokens=config.max_new_tokens, num_beams=1,
                                  pad_token_id=tokenizer.pad_token_id, temperature=None,
                                  top_p=None, top_k=None, **stop_kwargs)
@@ -90,6 +117,12 @@ def iter_generate(model, tokenizer, prompts: Sequence[Prompt], config: Generatio
         bar.update(len(idx))
         yield results
     bar.close()
+
+
+def _prefix_cache(model, ids: list[int], device):
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([ids], device=device), use_cache=True)
+    return out.cache
 
 
 def generate(model, tokenizer, prompts: Sequence[Prompt], config: GenerationConfig,

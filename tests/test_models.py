@@ -32,6 +32,9 @@ def test_fingerprint_sees_a_single_changed_weight(tiny):
     assert models.weights_fingerprint(lm.model) != before
 
 
-def test_default_dtype_is_fp32_on_cpu_bf16_on_cuda():
+def test_default_dtype_follows_native_bf16_support(monkeypatch):
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
     assert models.default_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    assert models.default_dtype(torch.device("cpu")) == torch.bfloat16
     assert models.default_dtype(torch.device("cuda")) == torch.bfloat16
