@@ -56,9 +56,12 @@ def cmd_eval(args) -> None:
     runs = sweep.plan([args.model], specs, [task])
     store = Store(args.store)
     frame = sweep.execute(runs, store, _settings(args))
-    table = frame.pivot_table(index=["model", "method", "pattern", "sparsity", "n"],
-                              columns="metric", values="value", sort=False)
-    print(table.round(4).to_string())
+    frame = frame.assign(score=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi
+                                in zip(frame.value, frame.ci_low, frame.ci_high)])
+    table = frame.pivot(index=["model", "method", "pattern", "sparsity", "n"], columns="metric",
+                        values="score")
+    print("mean [95% bootstrap CI]")
+    print(table.to_string())
     print(f"results store: {store.path}")
 
 

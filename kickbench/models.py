@@ -112,6 +112,9 @@ def load(name_or_path: str, device: str | torch.device | None = None,
     elif kind == "gguf":
         model, tok = _from_gguf(Path(ref), dtype)
     else:
+        if kind == "hub":
+            print(f"kickbench: loading {ref} from the Hugging Face hub (cached under HF_HOME)",
+                  flush=True)
         model, tok = _from_folder(ref, dtype)
     model.to(device=device, dtype=dtype).eval()
     if tok.pad_token is None:

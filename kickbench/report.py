@@ -38,7 +38,8 @@ def to_html(notebook: str | Path, html: str | Path) -> Path:
     from plotly.offline import get_plotlyjs
 
     exporter = HTMLExporter(template_name="kickbench_offline",
-                            extra_template_basedirs=[str(TEMPLATES)], exclude_input=False)
+                            extra_template_basedirs=[str(TEMPLATES)], exclude_input=True,
+                            exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_filename(str(notebook), resources={"plotly_js": get_plotlyjs()})
     html = Path(html)
     html.write_text(body, encoding="utf-8")

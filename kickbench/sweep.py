@@ -124,7 +124,8 @@ def _run_spec(lm, spec, tasks, store, settings) -> list[tuple[str, int]]:
 
 def _generate_missing(lm, task, items, key, store, settings) -> None:
     module = task.module
-    pending = [i for i in range(len(items)) if i not in store.done_indices(key)]
+    finished = store.done_indices(key)
+    pending = [i for i in range(len(items)) if i not in finished]
     if not pending:
         return
     prompts = [module.prompt(items[i], task.template_name) for i in pending]

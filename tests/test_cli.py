@@ -25,3 +25,16 @@ def test_list_names_builtins_methods_and_tasks(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "smollm2-135m" in out and "magnitude" in out and "factoid" in out
+
+
+def test_compress_saves_a_folder_that_loads_back_pruned(tmp_path, capsys):
+    from kickbench import models
+    from kickbench.compress.layers import target_linears, weight_matrix
+
+    out = tmp_path / "pruned"
+    assert main(["compress", "--model", "tiny-llama", "--method", "magnitude", "--pattern", "2:4",
+                 "--dtype", "float32", "--out", str(out)]) == 0
+    assert "achieved sparsity 0.5000" in capsys.readouterr().out
+    lm = models.load(str(out), device="cpu")
+    for _, module in target_linears(lm.model):
+        assert ((weight_matrix(module).reshape(-1, 4) != 0).sum(dim=1) <= 2).all()

@@ -47,7 +47,7 @@ def apply(model, spec: CompressionSpec, **context) -> dict:
 def applied(model, spec: CompressionSpec, **context):
     """Compress in place for the duration of the block, then restore the dense weights."""
     check(spec, model)
-    saved = [(m, m.weight.data.clone()) for _, m in target_linears(model)]
+    saved = [] if spec.is_dense else [(m, m.weight.data.clone()) for _, m in target_linears(model)]
     try:
         yield apply(model, spec, **context)
     finally:

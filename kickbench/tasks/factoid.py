@@ -16,7 +16,7 @@ NAME = "factoid"
 VERSION = 1
 KIND = "generate"
 DEFAULT_DATA = data.PROJECT_DATA / "factoid.jsonl"
-GENERATION = GenerationConfig(max_new_tokens=24, stop=("\n",))
+GENERATION = GenerationConfig(max_new_tokens=16, stop=("\n",))
 
 SHOTS = (
     ("What is the capital of France?", "Paris"),
