@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from . import __version__, compress, models, stats
+from .compress import calibration
 from .compress.spec import CompressionSpec
 from .engine import iter_generate, render
 from .store import Store, result_key
@@ -51,6 +52,7 @@ def plan(model_names, specs, tasks) -> list[Run]:
 
 _MODELS: dict[tuple, models.LoadedModel] = {}
 _ITEMS: dict[TaskSpec, tuple[list[dict], str]] = {}
+_CALIBRATIONS: dict[tuple, calibration.Calibration] = {}
 
 
 def load_model(name: str, device=None, dtype=None) -> models.LoadedModel:
@@ -68,11 +70,24 @@ def load_items(task: TaskSpec) -> tuple[list[dict], str]:
     return _ITEMS[task]
 
 
+def calibration_for(lm: models.LoadedModel, spec: CompressionSpec) -> calibration.Calibration | None:
+    """Calibration windows per (model, calibration spec): shared by every level of a sweep."""
+    cspec = compress.calibration_spec(spec)
+    if cspec is None:
+        return None
+    key = (lm.fingerprint, cspec)
+    if key not in _CALIBRATIONS:
+        _CALIBRATIONS[key] = calibration.prepare(lm.tokenizer, cspec)
+    return _CALIBRATIONS[key]
+
+
 def run_key(lm: models.LoadedModel, spec: CompressionSpec, task: TaskSpec, data_hash: str,
             seed: int) -> tuple[str, dict]:
     module = task.module
+    cal = calibration_for(lm, spec)
     fields = {
         "model": lm.fingerprint, "device": lm.device.type, "spec": spec.key(),
+        "calibration": cal.hash if cal else None,
         "task": module.NAME, "task_version": module.VERSION, "data": data_hash,
         "template": module.TEMPLATES[task.template_name], "decoding": module.GENERATION.key(),
         "seed": seed, "kickbench": __version__, "torch": torch.__version__,
@@ -109,7 +124,7 @@ def _run_spec(lm, spec, tasks, store, settings) -> list[tuple[str, int]]:
             todo.append((task, items[:n], key, fields))
     if not todo:
         return done
-    with compress.applied(lm.model, spec) as report:
+    with compress.applied(lm.model, spec, calibration_for(lm, spec)) as report:
         weights = models.weight_stats(lm.model)
         for task, items, key, fields in todo:
             meta = {"key_fields": fields, "model_name": lm.name, "dtype": str(lm.dtype),

@@ -22,7 +22,7 @@ def test_sparsity_achieved_per_layer_and_restored(tiny, family, spec):
             w = weight_matrix(module)
             zeros = (w == 0).float().mean().item()
             assert zeros == pytest.approx(spec.sparsity, abs=1 / w.shape[1])
-            assert report["layers"][name] == pytest.approx(spec.sparsity, abs=1 / w.shape[1])
+            assert report["layers"][name]["sparsity"] == pytest.approx(spec.sparsity, abs=1 / w.shape[1])
             if spec.nm:  # every group of 4 inputs keeps exactly 2
                 assert ((w.reshape(-1, 4) != 0).sum(dim=1) <= 2).all()
         assert report["sparsity"] == pytest.approx(spec.sparsity, abs=0.01)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 
-def _is_linear(module: nn.Module) -> bool:
+def is_linear(module: nn.Module) -> bool:
     # GPT-2 uses transformers' Conv1D: a linear layer storing its weight as [in, out].
     return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
 
@@ -14,7 +14,7 @@ def _is_linear(module: nn.Module) -> bool:
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     """The ModuleList of decoder blocks (model.layers, transformer.h, decoder.layers, ...)."""
     lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m)
-             and any(_is_linear(x) for x in m[0].modules())]
+             and any(is_linear(x) for x in m[0].modules())]
     if not lists:
         raise ValueError(f"cannot find decoder blocks in {type(model).__name__}")
     return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
@@ -28,7 +28,7 @@ def target_linears(model: nn.Module) -> list[tuple[str, nn.Module]]:
     blocks = decoder_blocks(model)
     prefix = next(n for n, m in model.named_modules() if m is blocks)
     return [(f"{prefix}.{i}.{name}", mod) for i, block in enumerate(blocks)
-            for name, mod in block.named_modules() if _is_linear(mod)]
+            for name, mod in block.named_modules() if is_linear(mod)]
 
 
 def weight_matrix(module: nn.Module) -> torch.Tensor:

@@ -13,12 +13,12 @@ def magnitude_mask(w: torch.Tensor, sparsity: float, nm: tuple[int, int] | None)
     return mask_for(w.abs().float(), sparsity, nm, per_row=False)
 
 
-def prune(model, spec: CompressionSpec, **_) -> dict[str, float]:
-    """Prune every target linear in place; returns achieved sparsity per layer."""
-    achieved = {}
+def prune(model, spec: CompressionSpec, **_) -> dict[str, dict]:
+    """Prune every target linear in place; returns {layer: {"sparsity": achieved}}."""
+    report = {}
     for name, module in target_linears(model):
         w = weight_matrix(module)
         mask = magnitude_mask(w, spec.sparsity, spec.nm)
         w.mul_(mask)
-        achieved[name] = 1.0 - mask.float().mean().item()
-    return achieved
+        report[name] = {"sparsity": 1.0 - mask.float().mean().item()}
+    return report

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from .calibration import CalibrationSpec
+
 PATTERN_RE = re.compile(r"^(\d+):(\d+)$")
 
 
@@ -12,7 +14,9 @@ PATTERN_RE = re.compile(r"^(\d+):(\d+)$")
 class CompressionSpec:
     """method + level. pattern is 'unstructured' or 'N:M' (N kept in every M along the input).
 
-    bits/group_size are reserved for the quantizers; pruning leaves them None.
+    bits/group_size are reserved for the quantizers; pruning leaves them None. calibration
+    (methods that need activations: None means CalibrationSpec()) and damping (relative
+    Hessian damping of SparseGPT) are part of the spec because they change the weights.
     """
 
     method: str = "dense"
@@ -20,6 +24,8 @@ class CompressionSpec:
     pattern: str = "unstructured"
     bits: int | None = None
     group_size: int | None = None
+    calibration: CalibrationSpec | None = None
+    damping: float = 0.01
 
     def __post_init__(self):
         if not isinstance(self.sparsity, (int, float)) or not 0.0 <= self.sparsity < 1.0:
@@ -39,6 +45,8 @@ class CompressionSpec:
             object.__setattr__(self, "sparsity", implied)
         if self.method == "dense" and (self.sparsity or self.pattern != "unstructured"):
             raise ValueError("method 'dense' takes no sparsity or pattern")
+        if not 0 < self.damping < 1:
+            raise ValueError(f"damping must be in (0, 1), got {self.damping!r}")
 
     @property
     def nm(self) -> tuple[int, int] | None:

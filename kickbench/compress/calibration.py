@@ -1,0 +1,209 @@
+"""Layer-by-layer calibration shared by every method that needs activations.
+
+Inputs of the first decoder block are captured once for the calibration set; then each block
+is run with forward hooks on its linear layers (the method collects what it needs), the
+block's linears are compressed, and the block is run again so the *compressed* outputs feed
+the next block, as in the reference SparseGPT and Wanda code. Only one block's activations
+are alive at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..tasks.data import PROJECT_DATA, read_jsonl
+from .layers import decoder_blocks, is_linear, weight_matrix
+
+DEFAULT_SOURCE = PROJECT_DATA / "calibration.jsonl"
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """nsamples windows of seqlen tokens, drawn with `seed` from a text source.
+
+    source: a JSONL file with a `text` field, a plain .txt file, or a Hugging Face dataset id
+    (`allenai/c4` style rows with `text`). Documents are joined with a blank line and windows
+    are cut from the joined token stream at random offsets, so documents shorter than seqlen
+    are used whole (a window may span several documents) and long ones contribute in
+    proportion to their length.
+    """
+
+    source: str | None = None
+    nsamples: int = 32
+    seqlen: int = 512
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.nsamples < 1 or self.seqlen < 2:
+            raise ValueError(f"calibration needs nsamples >= 1 and seqlen >= 2, got "
+                             f"nsamples={self.nsamples}, seqlen={self.seqlen}")
+
+
+def read_texts(source: str | Path | None) -> list[str]:
+    path = Path(source or DEFAULT_SOURCE).expanduser()
+    if path.suffix == ".txt" and path.is_file():
+        return [path.read_text(encoding="utf-8")]
+    if path.suffix in (".jsonl", ".json") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"calibration text not found: {path}")
+        return [r["text"] for r in read_jsonl(path) if r.get("text")]
+    from ..tasks.data import load_hub
+
+    return [r["text"] for r in load_hub(str(source)) if r.get("text")]
+
+
+def calibration_tokens(tokenizer, spec: CalibrationSpec) -> torch.Tensor:
+    """[nsamples, seqlen] token windows, reproducible from (source, tokenizer, seed)."""
+    ids = tokenizer("\n\n".join(read_texts(spec.source)), add_special_tokens=False,
+                    return_tensors="pt")["input_ids"][0]
+    if len(ids) <= spec.seqlen:
+        raise ValueError(f"calibration text has {len(ids)} tokens, fewer than seqlen="
+                         f"{spec.seqlen}; use a larger source or a shorter seqlen")
+    gen = torch.Generator().manual_seed(spec.seed)
+    starts = torch.randint(0, len(ids) - spec.seqlen, (spec.nsamples,), generator=gen)
+    return torch.stack([ids[s:s + spec.seqlen] for s in starts.tolist()])
+
+
+def tokens_hash(tokens: torch.Tensor) -> str:
+    return hashlib.sha256(tokens.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+
+
+class _Captured(Exception):
+    pass
+
+
+def capture_block_inputs(model, tokens: torch.Tensor) -> tuple[list[torch.Tensor], dict]:
+    """Hidden states entering the first decoder block, one [1, seqlen, hidden] per sample,
+    and the keyword arguments the model passes to every block (masks, rotary embeddings)."""
+    block = decoder_blocks(model)[0]
+    inputs, kwargs = [], {}
+
+    def hook(_module, args, kw):
+        inputs.append((args[0] if args else kw.pop("hidden_states")).detach())
+        kwargs.update({k: v for k, v in kw.items() if k != "hidden_states"})
+        raise _Captured
+
+    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for row in tokens:
+                try:
+                    model(input_ids=row[None].to(device), use_cache=False)
+                except _Captured:
+                    pass
+    finally:
+        handle.remove()
+    kwargs["use_cache"] = False
+    return inputs, kwargs
+
+
+def _run_block(block, inputs, kwargs, hooks_on_first: int = 0, make_hooks=None):
+    """Run a block over all samples; make_hooks() installs hooks for the first samples only."""
+    outs = []
+    with torch.no_grad():
+        for j, x in enumerate(inputs):
+            handles = make_hooks() if make_hooks and j < hooks_on_first else []
+            try:
+                out = block(x, **kwargs)
+            finally:
+                for h in handles:
+                    h.remove()
+            outs.append(out[0] if isinstance(out, tuple) else out)
+    return outs
+
+
+ERROR_SAMPLES = 4  # calibration windows on which reconstruction error is measured
+
+
+def walk_layers(model, inputs: list[torch.Tensor], kwargs: dict,
+                collect: Callable[[torch.nn.Module], object],
+                compress_layer: Callable[[torch.nn.Module, object], dict]) -> dict:
+    """Compress every decoder block in turn on calibration activations.
+
+    collect(linear) makes a collector whose add_batch(x) sees the linear's inputs; linears fed
+    the same tensor (q/k/v, gate/up) share one collector. compress_layer(linear, collector)
+    edits the weight in place and returns its stats. Each layer's stats gain `error`:
+    ||W X - W' X|| / ||W X|| on the first ERROR_SAMPLES windows. Returns {layer name: stats}.
+    """
+    blocks = decoder_blocks(model)
+    prefix = next(n for n, m in model.named_modules() if m is blocks)
+    report = {}
+    for i, block in enumerate(blocks):
+        linears = {f"{prefix}.{i}.{n}": m for n, m in block.named_modules() if is_linear(m)}
+        collectors = _collect(block, linears, inputs, kwargs, collect)
+        dense = {name: weight_matrix(m).clone() for name, m in linears.items()}
+        for name, m in linears.items():
+            report[name] = compress_layer(m, collectors.pop(name))
+        errors = {name: [0.0, 0.0] for name in linears}
+
+        def error_hooks():
+            return [m.register_forward_hook(
+                lambda _m, args, _o, name=name, m=m: _add_error(errors[name], args[0],
+                                                                dense[name], weight_matrix(m)))
+                for name, m in linears.items()]
+
+        inputs = _run_block(block, inputs, kwargs, ERROR_SAMPLES, error_hooks)
+        for name, (diff, base) in errors.items():
+            report[name]["error"] = math.sqrt(diff / base) if base > 0 else 0.0
+    return report
+
+
+def _collect(block, linears, inputs, kwargs, collect) -> dict:
+    """One pass over the block with hooks; returns {name: collector}, shared by input."""
+    owner: dict[str, str] = {}
+    collectors: dict[str, object] = {}
+    seen: list[tuple[torch.Tensor, str]] = []  # inputs of this forward, kept alive for `is`
+
+    def hook(name, x):
+        if name not in owner:  # first sample decides which linears share an input
+            owner[name] = next((n for t, n in seen if t is x), name)
+            seen.append((x, name))
+            if owner[name] == name:
+                collectors[name] = collect(linears[name])
+        if owner[name] == name:
+            collectors[name].add_batch(x.detach())
+
+    def make_hooks():
+        return [m.register_forward_hook(lambda _m, args, _o, name=name: hook(name, args[0]))
+                for name, m in linears.items()]
+
+    _run_block(block, inputs, kwargs, len(inputs), make_hooks)
+    seen.clear()
+    return {name: collectors[owner[name]] for name in linears}
+
+
+def _add_error(acc: list, x: torch.Tensor, dense: torch.Tensor, comp: torch.Tensor) -> None:
+    x = x.reshape(-1, x.shape[-1]).float()
+    acc[0] += torch.linalg.matrix_norm(x @ (dense.float() - comp.float()).T).item() ** 2
+    acc[1] += torch.linalg.matrix_norm(x @ dense.float().T).item() ** 2
+
+
+@dataclass
+class Calibration:
+    """Tokens and first-block inputs: independent of the level, so one serves a whole sweep.
+
+    The inputs are captured on first use, from the model as it is then (dense)."""
+
+    spec: CalibrationSpec
+    tokens: torch.Tensor
+    hash: str
+    inputs: list[torch.Tensor] | None = None
+    kwargs: dict | None = None
+
+    def captured(self, model) -> "Calibration":
+        if self.inputs is None:
+            self.inputs, self.kwargs = capture_block_inputs(model, self.tokens)
+        return self
+
+
+def prepare(tokenizer, spec: CalibrationSpec) -> Calibration:
+    """Tokenize and cut the windows (cheap); block inputs are captured on first use."""
+    tokens = calibration_tokens(tokenizer, spec)
+    return Calibration(spec, tokens, tokens_hash(tokens))
