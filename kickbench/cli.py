@@ -32,6 +32,24 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_calibration(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib-data", default=None,
+                   help="calibration text for wanda/sparsegpt: JSONL with `text`, .txt, or HF id "
+                        "(default: data/calibration.jsonl)")
+    p.add_argument("--nsamples", type=int, default=16, help="calibration windows")
+    p.add_argument("--seqlen", type=int, default=256, help="tokens per calibration window")
+
+
+def _spec(args, method: str, sparsity: float = 0.0, pattern: str = "unstructured"):
+    from . import compress
+    from .compress.calibration import CalibrationSpec
+    from .compress.spec import CompressionSpec
+
+    cal = CalibrationSpec(args.calib_data, args.nsamples, args.seqlen)
+    return CompressionSpec(method, sparsity=sparsity, pattern=pattern,
+                           calibration=cal if method in compress.CALIBRATED else None)
+
+
 def cmd_list(_args) -> None:
     from . import compress, models, tasks
 
@@ -49,7 +67,7 @@ def cmd_eval(args) -> None:
     from .store import Store
     from .tasks import TaskSpec
 
-    specs = [CompressionSpec(args.method, sparsity=args.sparsity, pattern=args.pattern)]
+    specs = [_spec(args, args.method, args.sparsity, args.pattern)]
     if args.baseline:
         specs.insert(0, CompressionSpec("dense"))
     task = TaskSpec(args.task, data=args.data, template=args.template)
@@ -67,12 +85,14 @@ def cmd_eval(args) -> None:
 
 def cmd_compress(args) -> None:
     from . import compress, models
-    from .compress.spec import CompressionSpec
+    from .compress import calibration
 
-    spec = CompressionSpec(args.method, sparsity=args.sparsity, pattern=args.pattern)
+    spec = _spec(args, args.method, args.sparsity, args.pattern)
     compress.check(spec)
     lm = models.load(args.model, device=args.device, dtype=args.dtype)
-    rep = compress.apply(lm.model, spec)
+    cspec = compress.calibration_spec(spec)
+    cal = calibration.prepare(lm.tokenizer, cspec) if cspec else None
+    rep = compress.apply(lm.model, spec, cal)
     lm.model.save_pretrained(args.out)
     lm.tokenizer.save_pretrained(args.out)
     print(f"{spec.label}: achieved sparsity {rep['sparsity']:.4f} over {len(rep['layers'])} "
@@ -87,7 +107,9 @@ def cmd_report(args) -> None:
               "task": args.task, "data": args.data, "template": args.template,
               "limit": args.limit, "metric": args.metric, "store_path": args.store,
               "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
-              "seed": args.seed, "progress": False}
+              "seed": args.seed, "progress": False, "calib_data": args.calib_data,
+              "nsamples": args.nsamples, "seqlen": args.seqlen, "ppl_data": args.ppl_data,
+              "ppl_windows": args.ppl_windows}
     _validate_report(params)
     ipynb, html = report.render(params, out_dir=args.out, name=args.name)
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
@@ -101,6 +123,8 @@ def _validate_report(params: dict) -> None:
 
     specs = [CompressionSpec(m, sparsity=s) for m in params["methods"] for s in params["sparsities"]]
     specs += [CompressionSpec(m, pattern=p) for m in params["methods"] for p in params["patterns"]]
+    if params["ppl_windows"] < 0:
+        raise ValueError(f"--ppl-windows must be >= 0, got {params['ppl_windows']}")
     sweep.plan([params["model"]], specs, [TaskSpec(params["task"], params["data"], params["template"])])
 
 
@@ -122,6 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--sparsity", type=float, default=0.0)
     p.add_argument("--pattern", default="unstructured", help="unstructured or N:M, e.g. 2:4")
     p.add_argument("--no-baseline", dest="baseline", action="store_false")
+    _add_calibration(p)
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("compress", help="compress a model and save it as a folder")
@@ -132,6 +157,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--out", required=True)
+    _add_calibration(p)
     p.set_defaults(fn=cmd_compress)
 
     p = sub.add_parser("report", help="render the papermill report to reports/ (ipynb + HTML)")
@@ -143,6 +169,9 @@ def main(argv=None) -> int:
                    choices=["accuracy", "exact_match", "legacy_accuracy"])
     p.add_argument("--out", default="reports")
     p.add_argument("--name", default=None, help="file name stem (default: report-<time>)")
+    p.add_argument("--ppl-data", default=None, help="perplexity text (default: data/heldout_text.jsonl)")
+    p.add_argument("--ppl-windows", type=int, default=4, help="512-token windows; 0 skips perplexity")
+    _add_calibration(p)
     p.set_defaults(fn=cmd_report)
 
     args = parser.parse_args(argv)

@@ -133,3 +133,29 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], config: GenerationConf
         for i, g in batch:
             out[i] = g
     return out
+
+
+def iter_window_nll(model, windows: Sequence[Sequence[int]], batch_size: int = 8,
+                    progress: bool = True, desc: str = "perplexity"
+                    ) -> Iterator[list[tuple[int, float, int]]]:
+    """Yield [(window index, summed NLL, scored tokens)] per batch; every token but each
+    window's first is scored against the window's own prefix."""
+    device = next(model.parameters()).device
+    bar = tqdm(total=len(windows), desc=desc, disable=not progress, unit="window")
+    for start in range(0, len(windows), batch_size):
+        idx = list(range(start, min(start + batch_size, len(windows))))
+        width = max(len(windows[i]) for i in idx)
+        ids = torch.zeros((len(idx), width), dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):  # right padding: positions start at 0 for every window
+            ids[row, :len(windows[i])] = torch.tensor(windows[i])
+            mask[row, :len(windows[i])] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+            nll = (nll * mask[:, 1:]).sum(dim=1)
+        bar.update(len(idx))
+        yield [(i, nll[row].item(), int(mask[row, 1:].sum())) for row, i in enumerate(idx)]
+    bar.close()

@@ -7,7 +7,8 @@ import plotly.graph_objects as go
 
 MATCH_TOLERANCE = 0.05  # "matching": within 5% (relative) of the dense model, as in LLM-KICK
 METRIC_TITLES = {"accuracy": "accuracy (strict)", "exact_match": "exact match",
-                 "legacy_accuracy": "accuracy (LLM-KICK legacy)"}
+                 "legacy_accuracy": "accuracy (LLM-KICK legacy)", "perplexity": "perplexity"}
+LOWER_IS_BETTER = {"perplexity"}
 
 
 def select(frame: pd.DataFrame, metric: str, **where) -> pd.DataFrame:
@@ -21,8 +22,8 @@ def select(frame: pd.DataFrame, metric: str, **where) -> pd.DataFrame:
 
 def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | None = None,
                     model: str | None = None, title: str | None = None) -> go.Figure:
-    """Accuracy against sparsity: a line per method and pattern, CI error bars, the dense
-    value and the matching band."""
+    """A metric against sparsity: a line per method and pattern, CI error bars, the dense
+    value and the matching band (perplexity: log axis, band above dense)."""
     rows = select(frame, metric, task=task, model=model)
     if rows.empty:
         raise ValueError(f"no results for metric={metric!r} task={task!r} model={model!r}")
@@ -31,7 +32,7 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
         dense = per_model[per_model["method"] == "dense"]
         prefix = f"{model_name}: " if rows["model"].nunique() > 1 else ""
         if not dense.empty:
-            _dense_guides(fig, dense.iloc[-1]["value"], prefix)
+            _dense_guides(fig, dense.iloc[-1]["value"], prefix, metric in LOWER_IS_BETTER)
         comp = per_model[per_model["method"] != "dense"]
         for (method, pattern), line in comp.groupby(["method", "pattern"], sort=False):
             if pattern == "unstructured":  # the dense point anchors every curve at 0%
@@ -50,14 +51,19 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
     fig.update_layout(
         title=title or f"{METRIC_TITLES.get(metric, metric)} vs sparsity",
         xaxis=dict(title="sparsity (fraction of decoder weights pruned)", tickformat=".0%"),
-        yaxis=dict(title=METRIC_TITLES.get(metric, metric), rangemode="tozero"),
+        yaxis=dict(title=METRIC_TITLES.get(metric, metric), rangemode="tozero",
+                   type="log" if metric in LOWER_IS_BETTER else "linear"),
         template="plotly_white", legend=dict(orientation="h", y=-0.2), height=480)
     return fig
 
 
-def _dense_guides(fig: go.Figure, dense: float, prefix: str) -> None:
-    fig.add_hrect(y0=dense * (1 - MATCH_TOLERANCE), y1=dense, fillcolor="green", opacity=0.12,
-                  line_width=0, annotation_text=f"{prefix}matching band (≥{1 - MATCH_TOLERANCE:.0%} "
-                  "of dense)", annotation_position="bottom left")
+def _dense_guides(fig: go.Figure, dense: float, prefix: str, lower_is_better: bool) -> None:
+    if lower_is_better:
+        band, text = (dense, dense * (1 + MATCH_TOLERANCE)), f"≤{1 + MATCH_TOLERANCE:.0%}"
+    else:
+        band, text = (dense * (1 - MATCH_TOLERANCE), dense), f"≥{1 - MATCH_TOLERANCE:.0%}"
+    fig.add_hrect(y0=band[0], y1=band[1], fillcolor="green", opacity=0.12, line_width=0,
+                  annotation_text=f"{prefix}matching band ({text} of dense)",
+                  annotation_position="bottom left")
     fig.add_hline(y=dense, line_dash="dash", line_color="gray",
                   annotation_text=f"{prefix}dense {dense:.3f}", annotation_position="top right")

@@ -7,13 +7,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from . import __version__, compress, models, stats
 from .compress import calibration
 from .compress.spec import CompressionSpec
-from .engine import iter_generate, render
+from .engine import iter_generate, iter_window_nll, render
 from .store import Store, result_key
 from .tasks import TaskSpec
 from .tasks.data import items_hash
@@ -89,11 +90,29 @@ def run_key(lm: models.LoadedModel, spec: CompressionSpec, task: TaskSpec, data_
         "model": lm.fingerprint, "device": lm.device.type, "spec": spec.key(),
         "calibration": cal.hash if cal else None,
         "task": module.NAME, "task_version": module.VERSION, "data": data_hash,
-        "template": module.TEMPLATES[task.template_name], "decoding": module.GENERATION.key(),
+        "template": module.TEMPLATES[task.template_name], "decoding": _decoding(module),
         "seed": seed, "kickbench": __version__, "torch": torch.__version__,
         "transformers": _transformers_version(),
     }
     return result_key(fields), fields
+
+
+def _decoding(module) -> dict:
+    return module.GENERATION.key() if module.KIND == "generate" else {"window": module.WINDOW}
+
+
+_WINDOWS: dict[tuple, list[dict]] = {}
+
+
+def requests(lm: models.LoadedModel, task: TaskSpec, items: list[dict]) -> list[dict]:
+    """What is evaluated item by item: the items, or token windows for rolling tasks."""
+    if task.module.KIND != "rolling":
+        return items
+    key = (lm.name, task)
+    if key not in _WINDOWS:
+        wins = task.module.windows(lm.tokenizer, items)
+        _WINDOWS[key] = [{"id": f"window-{i}", "ids": w} for i, w in enumerate(wins)]
+    return _WINDOWS[key]
 
 
 def execute(runs: list[Run], store: Store, settings: Settings = Settings()) -> pd.DataFrame:
@@ -117,7 +136,9 @@ def _run_spec(lm, spec, tasks, store, settings) -> list[tuple[str, int]]:
     todo, done = [], []
     for task in tasks:
         items, data_hash = load_items(task)
-        n = len(items) if settings.limit is None else min(settings.limit, len(items))
+        items = requests(lm, task, items)
+        limit = task.limit if task.limit is not None else settings.limit
+        n = len(items) if limit is None else min(limit, len(items))
         key, fields = run_key(lm, spec, task, data_hash, settings.seed)
         done.append((key, n))
         if store.scores(key, n) is None:
@@ -132,7 +153,10 @@ def _run_spec(lm, spec, tasks, store, settings) -> list[tuple[str, int]]:
                     "compression": report, "weights": weights, "git": _git_hash(),
                     "time": time.time()}
             store.put_run(key, lm.name, spec.key(), task.name, meta)
-            _generate_missing(lm, task, items, key, store, settings)
+            if task.module.KIND == "rolling":
+                _rolling_missing(lm, task, items, key, store, settings)
+            else:
+                _generate_missing(lm, task, items, key, store, settings)
             _score(store, key, len(items), task)
     return done
 
@@ -158,8 +182,28 @@ def _generate_missing(lm, task, items, key, store, settings) -> None:
         store.add_samples(key, records)  # per batch: an interruption keeps what finished
 
 
+ROLLING_BATCH = 4  # windows per forward: 4 x 512 x 49k-vocab fp32 logits is ~0.4 GB
+
+
+def _rolling_missing(lm, task, items, key, store, settings) -> None:
+    finished = store.done_indices(key)
+    pending = [i for i in range(len(items)) if i not in finished]
+    wins = [items[i]["ids"] for i in pending]
+    batch_size = min(settings.batch_size, ROLLING_BATCH)
+    for batch in iter_window_nll(lm.model, wins, batch_size, settings.progress,
+                                 f"{task.name} | {key[:8]}"):
+        store.add_samples(key, [
+            {"idx": pending[j], "item": {"id": items[pending[j]]["id"]}, "prompt": "",
+             "output": "", "metrics": {"nll": nll, "tokens": t}, "new_tokens": 0}
+            for j, nll, t in batch])
+
+
 def _score(store: Store, key: str, n: int, task: TaskSpec) -> None:
     samples = store.samples(key, n)
+    if task.module.KIND == "rolling":  # token-weighted mean NLL over windows, then exp
+        mean, lo, hi = stats.bootstrap_ci(samples["nll"] / samples["tokens"], samples["tokens"])
+        store.put_scores(key, n, {"perplexity": tuple(float(np.exp(v)) for v in (mean, lo, hi))})
+        return
     metrics = [c for c in samples.columns if c in set(task.module.SCORINGS.values())]
     store.put_scores(key, n, {m: stats.bootstrap_ci(samples[m].to_numpy()) for m in metrics})
 

@@ -6,9 +6,21 @@ import pytest
 from kickbench import report
 
 
+def decode(values):
+    """Plotly JSON stores numeric arrays as {"dtype", "bdata"} (base64)."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return values
+
+
 @pytest.mark.slow
 def test_report_notebook_renders_offline_html_with_the_figure(tmp_path):
     params = {"model": "tiny-llama", "sparsities": [0.2, 0.5], "patterns": ["2:4"], "limit": 4,
+              "methods": ["magnitude", "wanda"], "nsamples": 2, "seqlen": 32, "ppl_windows": 2,
               "store_path": str(tmp_path / "s.sqlite"), "dtype": "float32", "progress": False}
     ipynb, html = report.render(params, out_dir=tmp_path, name="r")
     text = html.read_text()
@@ -19,6 +31,9 @@ def test_report_notebook_renders_offline_html_with_the_figure(tmp_path):
     nb = nbformat.read(ipynb, as_version=4)
     figures = [o for c in nb.cells for o in c.get("outputs", [])
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(figures) == 1
-    traces = {t["name"] for t in figures[0]["data"]["application/vnd.plotly.v1+json"]["data"]}
-    assert traces == {"magnitude unstructured", "magnitude 2:4"}
+    assert len(figures) == 2  # accuracy, then perplexity (log axis)
+    acc, ppl = (f["data"]["application/vnd.plotly.v1+json"] for f in figures)
+    names = {"magnitude unstructured", "magnitude 2:4", "wanda unstructured", "wanda 2:4"}
+    assert {t["name"] for t in acc["data"]} == names == {t["name"] for t in ppl["data"]}
+    assert ppl["layout"]["yaxis"]["type"] == "log"
+    assert all(y > 1 for t in ppl["data"] for y in decode(t["y"]))

@@ -1,21 +1,25 @@
-"""Task families. Each module has NAME, VERSION, KIND, GENERATION, TEMPLATES, load, prompt, score."""
+"""Task families. Each module has NAME, VERSION, KIND, TEMPLATES, SCORINGS and load; `generate`
+tasks add GENERATION, prompt and score; `rolling` tasks add WINDOW and windows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import factoid
+from . import factoid, perplexity
 
-TASKS = {factoid.NAME: factoid}
+TASKS = {factoid.NAME: factoid, perplexity.NAME: perplexity}
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Which task, on which data (None = the project's set), with which prompt template."""
+    """Which task, on which data (None = the project's set), with which prompt template, on
+    how many items (None = Settings.limit). The limit is not part of a result's key: scores
+    are stored per number of items, and a larger limit only computes the new items."""
 
     name: str = "factoid"
     data: str | None = None
     template: str | None = None
+    limit: int | None = None
 
     def __post_init__(self):
         if self.name not in TASKS:
