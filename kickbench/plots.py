@@ -32,7 +32,8 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
         dense = per_model[per_model["method"] == "dense"]
         prefix = f"{model_name}: " if rows["model"].nunique() > 1 else ""
         if not dense.empty:
-            _dense_guides(fig, dense.iloc[-1]["value"], prefix, metric in LOWER_IS_BETTER)
+            _dense_guides(fig, dense.iloc[-1]["value"], prefix, metric in LOWER_IS_BETTER,
+                          max(rows["sparsity"].max(), 0.05))
         comp = per_model[per_model["method"] != "dense"]
         for (method, pattern), line in comp.groupby(["method", "pattern"], sort=False):
             if pattern == "unstructured":  # the dense point anchors every curve at 0%
@@ -51,19 +52,23 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
     fig.update_layout(
         title=title or f"{METRIC_TITLES.get(metric, metric)} vs sparsity",
         xaxis=dict(title="sparsity (fraction of decoder weights pruned)", tickformat=".0%"),
-        yaxis=dict(title=METRIC_TITLES.get(metric, metric), rangemode="tozero",
-                   type="log" if metric in LOWER_IS_BETTER else "linear"),
+        yaxis=dict(title=METRIC_TITLES.get(metric, metric), type="log")
+        if metric in LOWER_IS_BETTER else
+        dict(title=METRIC_TITLES.get(metric, metric), rangemode="tozero"),
         template="plotly_white", legend=dict(orientation="h", y=-0.2), height=480)
     return fig
 
 
-def _dense_guides(fig: go.Figure, dense: float, prefix: str, lower_is_better: bool) -> None:
-    if lower_is_better:
-        band, text = (dense, dense * (1 + MATCH_TOLERANCE)), f"≤{1 + MATCH_TOLERANCE:.0%}"
-    else:
-        band, text = (dense * (1 - MATCH_TOLERANCE), dense), f"≥{1 - MATCH_TOLERANCE:.0%}"
-    fig.add_hrect(y0=band[0], y1=band[1], fillcolor="green", opacity=0.12, line_width=0,
-                  annotation_text=f"{prefix}matching band ({text} of dense)",
-                  annotation_position="bottom left")
-    fig.add_hline(y=dense, line_dash="dash", line_color="gray",
-                  annotation_text=f"{prefix}dense {dense:.3f}", annotation_position="top right")
+def _dense_guides(fig: go.Figure, dense: float, prefix: str, lower_is_better: bool,
+                  x_max: float) -> None:
+    """Dense line and matching band as traces (data coordinates on linear and log axes)."""
+    tol = MATCH_TOLERANCE
+    lo, hi = (dense, dense * (1 + tol)) if lower_is_better else (dense * (1 - tol), dense)
+    text = f"≤{1 + tol:.0%}" if lower_is_better else f"≥{1 - tol:.0%}"
+    x = [0, x_max, x_max, 0]
+    fig.add_trace(go.Scatter(x=x, y=[lo, lo, hi, hi], fill="toself", mode="none",
+                             fillcolor="rgba(0,128,0,0.15)", hoverinfo="skip",
+                             name=f"{prefix}matching band ({text} of dense)"))
+    fig.add_trace(go.Scatter(x=[0, x_max], y=[dense, dense], mode="lines",
+                             line=dict(dash="dash", color="gray"),
+                             name=f"{prefix}dense {dense:.3f}", hoverinfo="skip"))
