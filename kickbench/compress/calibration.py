@@ -104,18 +104,22 @@ def capture_block_inputs(model, tokens: torch.Tensor) -> tuple[list[torch.Tensor
     return inputs, kwargs
 
 
+CHUNK = 4  # calibration windows per block call; the captured kwargs broadcast over it
+
+
 def _run_block(block, inputs, kwargs, hooks_on_first: int = 0, make_hooks=None):
-    """Run a block over all samples; make_hooks() installs hooks for the first samples only."""
+    """Run a block over all samples, CHUNK windows per call; make_hooks() installs hooks for
+    the calls that cover the first `hooks_on_first` samples only."""
     outs = []
     with torch.no_grad():
-        for j, x in enumerate(inputs):
+        for j in range(0, len(inputs), CHUNK):
             handles = make_hooks() if make_hooks and j < hooks_on_first else []
             try:
-                out = block(x, **kwargs)
+                out = block(torch.cat(inputs[j:j + CHUNK]), **kwargs)
             finally:
                 for h in handles:
                     h.remove()
-            outs.append(out[0] if isinstance(out, tuple) else out)
+            outs.extend((out[0] if isinstance(out, tuple) else out).split(1))
     return outs
 
 
