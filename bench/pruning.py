@@ -33,6 +33,15 @@ def ppl(lm, wins) -> float:
     return math.exp(nll / tok)
 
 
+def forward_seconds(lm, tokens) -> float:
+    """One plain forward over the calibration windows (the baseline)."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for row in tokens:
+            lm.model(input_ids=row[None], use_cache=False)
+    return time.perf_counter() - t0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m")
@@ -48,11 +57,7 @@ def main():
     t0 = time.perf_counter()
     cal = calib.prepare(lm.tokenizer, cspec)
     t_tok = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for row in cal.tokens:
-            lm.model(input_ids=row[None], use_cache=False)
-    t_fwd = time.perf_counter() - t0
+    t_fwd = forward_seconds(lm, cal.tokens)
     t0 = time.perf_counter()
     cal.captured(lm.model)
     t_cap = time.perf_counter() - t0
@@ -74,6 +79,9 @@ def main():
             print(f"{method:10} {spec.pattern if spec.nm else '50% unstr.':13} "
                   f"{rep['seconds']:8.1f} {rep['seconds'] / t_fwd:8.2f}x {p:8.2f} {err:>14}",
                   flush=True)
+    # this machine's speed drifts (shared cores): time the baseline again and show both
+    print(f"baseline again at the end: {forward_seconds(lm, cal.tokens):.1f} s "
+          f"(ratios above use the first, {t_fwd:.1f} s)")
     print("llm-compressor side by side: not run by this script yet (needs bench/.venv-peers)")
 
 

@@ -1,5 +1,3 @@
-import time
-
 import pytest
 import torch
 
@@ -7,7 +5,6 @@ from kickbench import models
 
 
 def test_unknown_name_lists_builtins_before_loading_anything():
-    t0 = time.perf_counter()
     with pytest.raises(ValueError, match="unknown model 'smollm3'.*smollm2-135m.*tiny-llama"):
         models.load("smollm3")
     with pytest.raises(FileNotFoundError, match="GGUF file not found"):
