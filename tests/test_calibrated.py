@@ -133,3 +133,10 @@ def test_calibrated_method_without_calibration_is_refused(tiny):
         compress.apply(tiny("tiny-llama").model, CompressionSpec("wanda", 0.5))
     with pytest.raises(ValueError, match="takes no calibration"):
         compress.check(CompressionSpec("magnitude", 0.5, calibration=calib.CalibrationSpec()))
+
+
+def test_project_calibration_text_serves_the_default_spec(tiny):
+    spec = calib.CalibrationSpec()  # data/calibration.jsonl, 16 x 256
+    assert len(calib.read_texts(spec.source)) == 80
+    tokens = calib.calibration_tokens(tiny("tiny-llama").tokenizer, spec)
+    assert tokens.shape == (16, 256)
