@@ -166,7 +166,7 @@ def _collect(block, linears, inputs, kwargs, collect) -> dict:
     seen: list[tuple[torch.Tensor, str]] = []  # inputs of this forward, kept alive for `is`
 
     def hook(name, x):
-        if name not in owner:  # first sample decides which linears share an input
+        if name not in owner:  # the first call decides which linears share an input
             owner[name] = next((n for t, n in seen if t is x), name)
             seen.append((x, name))
             if owner[name] == name:
