@@ -163,8 +163,7 @@ def _run_spec(lm, spec, tasks, store, settings) -> list[tuple[str, int]]:
 
 def _generate_missing(lm, task, items, key, store, settings) -> None:
     module = task.module
-    finished = store.done_indices(key)
-    pending = [i for i in range(len(items)) if i not in finished]
+    pending = _pending(store, key, len(items))
     if not pending:
         return
     prompts = [module.prompt(items[i], task.template_name) for i in pending]
@@ -185,9 +184,14 @@ def _generate_missing(lm, task, items, key, store, settings) -> None:
 ROLLING_BATCH = 4  # windows per forward: 4 x 512 x 49k-vocab fp32 logits is ~0.4 GB
 
 
-def _rolling_missing(lm, task, items, key, store, settings) -> None:
+def _pending(store: Store, key: str, n: int) -> list[int]:
+    """Indices among the first n that have no stored sample yet (resume)."""
     finished = store.done_indices(key)
-    pending = [i for i in range(len(items)) if i not in finished]
+    return [i for i in range(n) if i not in finished]
+
+
+def _rolling_missing(lm, task, items, key, store, settings) -> None:
+    pending = _pending(store, key, len(items))
     wins = [items[i]["ids"] for i in pending]
     batch_size = min(settings.batch_size, ROLLING_BATCH)
     for batch in iter_window_nll(lm.model, wins, batch_size, settings.progress,

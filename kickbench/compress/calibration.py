@@ -17,8 +17,8 @@ from typing import Callable
 
 import torch
 
-from ..tasks.data import PROJECT_DATA, read_jsonl
-from .layers import decoder_blocks, is_linear, weight_matrix
+from ..tasks.data import PROJECT_DATA, read_rows
+from .layers import block_linears, decoder_blocks, weight_matrix
 
 DEFAULT_SOURCE = PROJECT_DATA / "calibration.jsonl"
 
@@ -46,16 +46,8 @@ class CalibrationSpec:
 
 
 def read_texts(source: str | Path | None) -> list[str]:
-    path = Path(source or DEFAULT_SOURCE).expanduser()
-    if path.suffix == ".txt" and path.is_file():
-        return [path.read_text(encoding="utf-8")]
-    if path.suffix in (".jsonl", ".json") or path.exists():
-        if not path.is_file():
-            raise FileNotFoundError(f"calibration text not found: {path}")
-        return [r["text"] for r in read_jsonl(path) if r.get("text")]
-    from ..tasks.data import load_hub
-
-    return [r["text"] for r in load_hub(str(source)) if r.get("text")]
+    return [r["text"] for r in read_rows(source or DEFAULT_SOURCE, "calibration text")
+            if r.get("text")]
 
 
 def calibration_tokens(tokenizer, spec: CalibrationSpec) -> torch.Tensor:
@@ -136,11 +128,8 @@ def walk_layers(model, inputs: list[torch.Tensor], kwargs: dict,
     edits the weight in place and returns its stats. Each layer's stats gain `error`:
     ||W X - W' X|| / ||W X|| on the first ERROR_SAMPLES windows. Returns {layer name: stats}.
     """
-    blocks = decoder_blocks(model)
-    prefix = next(n for n, m in model.named_modules() if m is blocks)
     report = {}
-    for i, block in enumerate(blocks):
-        linears = {f"{prefix}.{i}.{n}": m for n, m in block.named_modules() if is_linear(m)}
+    for block, linears in block_linears(model):
         collectors = _collect(block, linears, inputs, kwargs, collect)
         dense = {name: weight_matrix(m).clone() for name, m in linears.items()}
         for name, m in linears.items():

@@ -20,15 +20,20 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
 
 
+def block_linears(model: nn.Module) -> list[tuple[nn.Module, dict[str, nn.Module]]]:
+    """(block, {qualified name: linear}) for every decoder block, in order."""
+    blocks = decoder_blocks(model)
+    prefix = next(n for n, m in model.named_modules() if m is blocks)
+    return [(block, {f"{prefix}.{i}.{name}": mod for name, mod in block.named_modules()
+                     if is_linear(mod)}) for i, block in enumerate(blocks)]
+
+
 def target_linears(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(qualified name, module) of every linear layer in the decoder blocks.
 
     Embeddings and lm_head live outside the blocks, so tied embeddings are never touched.
     """
-    blocks = decoder_blocks(model)
-    prefix = next(n for n, m in model.named_modules() if m is blocks)
-    return [(f"{prefix}.{i}.{name}", mod) for i, block in enumerate(blocks)
-            for name, mod in block.named_modules() if is_linear(mod)]
+    return [item for _, linears in block_linears(model) for item in linears.items()]
 
 
 def weight_matrix(module: nn.Module) -> torch.Tensor:

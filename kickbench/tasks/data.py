@@ -32,6 +32,21 @@ def load_hub(dataset_id: str) -> list[dict]:
     return list(load_dataset(name, config or None, split=split or "test"))
 
 
+def read_rows(source: str | Path, what: str) -> list[dict]:
+    """Rows of a local file or a hub dataset: .jsonl/.json -> its objects; any other existing
+    file (.txt, WikiText's .raw) -> one row {"text": content}; otherwise a hub dataset id.
+    `what` names the data in the error for a missing file."""
+    path = Path(source).expanduser()
+    local = path.suffix in (".jsonl", ".json", ".txt", ".raw") or path.exists()
+    if not local:
+        return load_hub(str(source))
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if path.suffix in (".jsonl", ".json"):
+        return read_jsonl(path)
+    return [{"text": path.read_text(encoding="utf-8")}]
+
+
 def items_hash(items: list[dict]) -> str:
     """Content hash of the items as the task sees them (after any adaptation)."""
     blob = json.dumps(items, sort_keys=True, ensure_ascii=False).encode()

@@ -38,13 +38,7 @@ SCORINGS = {"strict": "accuracy", "em": "exact_match", "legacy": "legacy_accurac
 def load(source: str | Path | None = None) -> list[dict]:
     """Items as {id, question, answers}; source is a JSONL path or a hub dataset id."""
     source = str(source or DEFAULT_DATA)
-    path = Path(source).expanduser()
-    if path.suffix in (".jsonl", ".json") or path.exists():
-        if not path.is_file():
-            raise FileNotFoundError(f"factoid data file not found: {path}")
-        rows = data.read_jsonl(path)
-    else:
-        rows = data.load_hub(source)
+    rows = data.read_rows(source, "factoid data file")
     items = [adapt(row, i) for i, row in enumerate(rows)]
     data.require_fields(items, ("question", "answers"), source)
     return items

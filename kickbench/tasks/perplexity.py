@@ -22,18 +22,7 @@ SCORINGS = {"perplexity": "perplexity"}
 
 
 def load_text(source: str | Path | None = None) -> str:
-    source = str(source or DEFAULT_DATA)
-    path = Path(source).expanduser()
-    if path.suffix in (".raw", ".txt") or (path.exists() and path.suffix not in (".jsonl", ".json")):
-        if not path.is_file():
-            raise FileNotFoundError(f"perplexity text not found: {path}")
-        return path.read_text(encoding="utf-8")
-    if path.suffix in (".jsonl", ".json"):
-        if not path.is_file():
-            raise FileNotFoundError(f"perplexity text not found: {path}")
-        rows = data.read_jsonl(path)
-    else:
-        rows = data.load_hub(source)
+    rows = data.read_rows(source or DEFAULT_DATA, "perplexity text")
     return "\n\n".join(r["text"] for r in rows)
 
 
