@@ -1,10 +1,10 @@
-# make setup | demo | test | report | bench
+# make setup | demo | test | report | peers
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kickbench-setup
 DEMO_LIMIT ?= 100
 
-.PHONY: setup demo test report clean-reports
+.PHONY: setup demo test report peers clean-reports
 
 setup: $(STAMP)
 
@@ -27,6 +27,14 @@ test: setup
 
 report: setup
 	$(VENV)/bin/kickbench report $(ARGS)
+
+# Peer tools for bench/ side-by-sides (llm-compressor pins an older transformers: own venv).
+PEERS := bench/.venv-peers
+peers: $(PEERS)/.kickbench-setup
+$(PEERS)/.kickbench-setup: bench/requirements-peers.txt
+	test -x $(PEERS)/bin/python || python3 -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q -r bench/requirements-peers.txt
+	touch $@
 
 clean-reports:
 	rm -f reports/*.html reports/*.ipynb

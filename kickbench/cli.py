@@ -40,21 +40,38 @@ def _add_calibration(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seqlen", type=int, default=256, help="tokens per calibration window")
 
 
-def _spec(args, method: str, sparsity: float = 0.0, pattern: str = "unstructured"):
+def _add_quantization(p: argparse.ArgumentParser, many_bits: bool = False) -> None:
+    if many_bits:
+        p.add_argument("--bits", default="4,3", help="bit widths for rtn/gptq, comma-separated")
+    else:
+        p.add_argument("--bits", type=int, default=None, help="rtn/gptq bit width (2-8)")
+    p.add_argument("--group-size", type=int, default=None, help="rtn/gptq group (default: per channel)")
+    p.add_argument("--symmetric", action="store_true", help="rtn/gptq symmetric grid")
+    p.add_argument("--partial-groups", action="store_true",
+                   help="allow a shorter last group where --group-size does not divide a width")
+    if not many_bits:
+        p.add_argument("--act-order", action="store_true", help="gptq: columns by decreasing H_jj")
+        p.add_argument("--double-quant", action="store_true", help="bnb-nf4/fp4 double quantization")
+
+
+def _spec(args):
     from . import compress
     from .compress.calibration import CalibrationSpec
     from .compress.spec import CompressionSpec
 
     cal = CalibrationSpec(args.calib_data, args.nsamples, args.seqlen)
-    return CompressionSpec(method, sparsity=sparsity, pattern=pattern,
-                           calibration=cal if method in compress.CALIBRATED else None)
+    return CompressionSpec(args.method, sparsity=args.sparsity, pattern=args.pattern,
+                           bits=args.bits, group_size=args.group_size, symmetric=args.symmetric,
+                           act_order=args.act_order, partial_groups=args.partial_groups,
+                           double_quant=args.double_quant,
+                           calibration=cal if args.method in compress.CALIBRATED else None)
 
 
 def cmd_list(_args) -> None:
     from . import compress, models, tasks
 
     print("built-in models:", ", ".join(models.BUILTINS))
-    print("methods:        ", ", ".join(["dense", *compress.METHODS]))
+    print("methods:        ", ", ".join(["dense", *compress.METHODS, *compress.BNB]))
     print("patterns:        unstructured, N:M (e.g. 2:4, 4:8)")
     for name, module in tasks.TASKS.items():
         print(f"task {name}: templates {', '.join(module.TEMPLATES)}; "
@@ -67,7 +84,7 @@ def cmd_eval(args) -> None:
     from .store import Store
     from .tasks import TaskSpec
 
-    specs = [_spec(args, args.method, args.sparsity, args.pattern)]
+    specs = [_spec(args)]
     if args.baseline:
         specs.insert(0, CompressionSpec("dense"))
     task = TaskSpec(args.task, data=args.data, template=args.template)
@@ -76,8 +93,8 @@ def cmd_eval(args) -> None:
     frame = sweep.execute(runs, store, _settings(args))
     frame = frame.assign(score=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi
                                 in zip(frame.value, frame.ci_low, frame.ci_high)])
-    table = frame.pivot(index=["model", "method", "pattern", "sparsity", "n"], columns="metric",
-                        values="score")
+    frame["size"] = frame.size_fraction.map(lambda v: f"{v:.1%}" if v == v else "-")
+    table = frame.pivot(index=["model", "label", "size", "n"], columns="metric", values="score")
     print("mean [95% bootstrap CI]")
     print(table.to_string())
     print(f"results store: {store.path}")
@@ -87,16 +104,20 @@ def cmd_compress(args) -> None:
     from . import compress, models
     from .compress import calibration
 
-    spec = _spec(args, args.method, args.sparsity, args.pattern)
+    spec = _spec(args)
     compress.check(spec)
     lm = models.load(args.model, device=args.device, dtype=args.dtype)
     cspec = compress.calibration_spec(spec)
     cal = calibration.prepare(lm.tokenizer, cspec) if cspec else None
-    rep = compress.apply(lm.model, spec, cal)
-    lm.model.save_pretrained(args.out)
-    lm.tokenizer.save_pretrained(args.out)
-    print(f"{spec.label}: achieved sparsity {rep['sparsity']:.4f} over {len(rep['layers'])} "
-          f"layers in {rep['seconds']:.1f} s; saved to {args.out}")
+    with compress.compressed(lm, spec, cal) as (clm, rep):
+        clm.model.save_pretrained(args.out)
+        clm.tokenizer.save_pretrained(args.out)
+    size = rep["size"]
+    print(f"{spec.label}: sparsity {rep['sparsity']:.4f}, {size['bits_per_weight']:.2f} bits per "
+          f"compressed weight, {size['size_fraction']:.1%} of the 16-bit model "
+          f"({size['size_mb']:.0f} MB), in {rep['seconds']:.1f} s; saved to {args.out}")
+    if "arithmetic" in rep:
+        print(f"note: {rep['arithmetic']}")
 
 
 def cmd_report(args) -> None:
@@ -104,6 +125,8 @@ def cmd_report(args) -> None:
 
     params = {"model": args.model, "methods": _names(args.methods),
               "sparsities": _floats(args.sparsities), "patterns": _names(args.patterns),
+              "bits": [int(b) for b in _floats(args.bits)], "group_size": args.group_size,
+              "symmetric": args.symmetric, "partial_groups": args.partial_groups,
               "task": args.task, "data": args.data, "template": args.template,
               "limit": args.limit, "metric": args.metric, "store_path": args.store,
               "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
@@ -118,11 +141,10 @@ def cmd_report(args) -> None:
 def _validate_report(params: dict) -> None:
     """Fail on a bad model, method, level, pattern or task before starting a kernel."""
     from . import sweep
-    from .compress.spec import CompressionSpec
     from .tasks import TaskSpec
 
-    specs = [CompressionSpec(m, sparsity=s) for m in params["methods"] for s in params["sparsities"]]
-    specs += [CompressionSpec(m, pattern=p) for m in params["methods"] for p in params["patterns"]]
+    specs = sweep.grid(params["methods"], params["sparsities"], params["patterns"], params["bits"],
+                       params["group_size"], params["symmetric"], params["partial_groups"])
     if params["ppl_windows"] < 0:
         raise ValueError(f"--ppl-windows must be >= 0, got {params['ppl_windows']}")
     sweep.plan([params["model"]], specs, [TaskSpec(params["task"], params["data"], params["template"])])
@@ -146,6 +168,7 @@ def main(argv=None) -> int:
     p.add_argument("--sparsity", type=float, default=0.0)
     p.add_argument("--pattern", default="unstructured", help="unstructured or N:M, e.g. 2:4")
     p.add_argument("--no-baseline", dest="baseline", action="store_false")
+    _add_quantization(p)
     _add_calibration(p)
     p.set_defaults(fn=cmd_eval)
 
@@ -157,6 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--out", required=True)
+    _add_quantization(p)
     _add_calibration(p)
     p.set_defaults(fn=cmd_compress)
 
@@ -171,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", default=None, help="file name stem (default: report-<time>)")
     p.add_argument("--ppl-data", default=None, help="perplexity text (default: data/heldout_text.jsonl)")
     p.add_argument("--ppl-windows", type=int, default=4, help="512-token windows; 0 skips perplexity")
+    _add_quantization(p, many_bits=True)
     _add_calibration(p)
     p.set_defaults(fn=cmd_report)
 

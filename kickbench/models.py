@@ -122,6 +122,23 @@ def load(name_or_path: str, device: str | torch.device | None = None,
     return LoadedModel(name_or_path, model, tok, device, dtype)
 
 
+def load_quantized(name_or_path: str, quantization_config, device: str | torch.device | None = None,
+                   dtype: torch.dtype | str | None = None) -> LoadedModel:
+    """Load with a transformers quantization config (bitsandbytes) from the model's
+    safetensors folder; the weights are quantized while loading."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = safetensors_folder(name_or_path)
+    device = torch.device(device) if device is not None else default_device()
+    dtype = _as_dtype(dtype) if dtype is not None else default_dtype(device)
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device.type,
+                                                 quantization_config=quantization_config).eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(name_or_path, model, tok, device, dtype)
+
+
 def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -175,6 +192,19 @@ def smollm2_folder() -> Path:
     tmp.rename(folder)  # atomic: an interrupted conversion never leaves a half folder behind
     print(f"kickbench: converted in {time.time() - t0:.1f} s", flush=True)
     return folder
+
+
+def safetensors_folder(name_or_path: str) -> Path:
+    """A folder with config and safetensors weights for this model (for loaders that cannot
+    read GGUF: bitsandbytes, peer tools)."""
+    kind, ref = resolve_source(name_or_path)
+    if kind == "builtin" and ref not in TINY_CONFIGS:
+        return smollm2_folder()
+    if kind == "folder":
+        return Path(ref)
+    raise ValueError(f"model {name_or_path!r} has no local safetensors folder; use a built-in "
+                     f"other than the tiny ones ({', '.join(b for b in BUILTINS if b not in TINY_CONFIGS)}) "
+                     "or a local folder")
 
 
 def _tiny(name: str):

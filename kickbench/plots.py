@@ -20,38 +20,53 @@ def select(frame: pd.DataFrame, metric: str, **where) -> pd.DataFrame:
     return rows
 
 
+X_AXES = {
+    "sparsity": dict(title="sparsity (fraction of decoder weights pruned)", tickformat=".0%"),
+    "size_fraction": dict(title="size (fraction of the 16-bit dense model)", tickformat=".0%"),
+}
+
+
 def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | None = None,
-                    model: str | None = None, title: str | None = None) -> go.Figure:
-    """A metric against sparsity: a line per method and pattern, CI error bars, the dense
-    value and the matching band (perplexity: log axis, band above dense)."""
+                    model: str | None = None, title: str | None = None,
+                    x: str = "sparsity") -> go.Figure:
+    """A metric against sparsity (pruning only) or against size (every family): a line per
+    method and setting, CI error bars, the dense value and the matching band (perplexity:
+    log axis, band above dense). Single settings (N:M, bitsandbytes) are markers."""
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
     rows = select(frame, metric, task=task, model=model)
+    if x == "sparsity":
+        rows = rows[rows["family"] != "quantization"]
     if rows.empty:
         raise ValueError(f"no results for metric={metric!r} task={task!r} model={model!r}")
+    x_dense = 0.0 if x == "sparsity" else 1.0
     fig = go.Figure()
     for model_name, per_model in rows.groupby("model", sort=False):
-        dense = per_model[per_model["method"] == "dense"]
+        dense = per_model[per_model["method"] == "dense"].assign(**{x: x_dense})
         prefix = f"{model_name}: " if rows["model"].nunique() > 1 else ""
         if not dense.empty:
-            _dense_guides(fig, dense.iloc[-1]["value"], prefix, metric in LOWER_IS_BETTER,
-                          max(rows["sparsity"].max(), 0.05))
-        comp = per_model[per_model["method"] != "dense"]
-        for (method, pattern), line in comp.groupby(["method", "pattern"], sort=False):
-            if pattern == "unstructured":  # the dense point anchors every curve at 0%
+            span = (0, max(rows["sparsity"].max(), 0.05)) if x == "sparsity" else \
+                (min(rows["size_fraction"].min(), 0.95), 1.0)
+            _dense_guides(fig, dense.iloc[-1]["value"], prefix, metric in LOWER_IS_BETTER, span)
+        comp = per_model[per_model["method"] != "dense"].dropna(subset=[x])
+        for (method, setting), line in comp.groupby(["method", "setting"], sort=False):
+            curve = line[x].nunique() > 1 or setting == "unstructured"
+            if curve:  # the dense point anchors every curve
                 line = pd.concat([dense.tail(1), line])
-            line = line.sort_values("sparsity")
+            line = line.sort_values(x)
             fig.add_trace(go.Scatter(
-                x=line["sparsity"], y=line["value"], name=f"{prefix}{method} {pattern}",
-                mode="lines+markers" if pattern == "unstructured" else "markers",
-                marker=dict(size=9 if pattern == "unstructured" else 13,
-                            symbol="circle" if pattern == "unstructured" else "diamond"),
+                x=line[x], y=line["value"], name=f"{prefix}{method} {setting}".strip(),
+                mode="lines+markers" if curve else "markers",
+                marker=dict(size=9 if curve else 13, symbol="circle" if curve else "diamond"),
                 error_y=dict(type="data", symmetric=False,
                              array=line["ci_high"] - line["value"],
                              arrayminus=line["value"] - line["ci_low"]),
-                customdata=line[["n"]], hovertemplate="sparsity %{x:.0%}<br>"
-                f"{metric} %{{y:.3f}}<br>n=%{{customdata[0]}}<extra>%{{fullData.name}}</extra>"))
+                customdata=line[["n", "label"]], hovertemplate="%{customdata[1]}<br>"
+                f"{x} %{{x:.0%}}<br>{metric} %{{y:.3f}}<br>n=%{{customdata[0]}}"
+                "<extra>%{fullData.name}</extra>"))
     fig.update_layout(
-        title=title or f"{METRIC_TITLES.get(metric, metric)} vs sparsity",
-        xaxis=dict(title="sparsity (fraction of decoder weights pruned)", tickformat=".0%"),
+        title=title or f"{METRIC_TITLES.get(metric, metric)} vs {x.replace('_', ' ')}",
+        xaxis=X_AXES[x],
         yaxis=dict(title=METRIC_TITLES.get(metric, metric), type="log")
         if metric in LOWER_IS_BETTER else
         dict(title=METRIC_TITLES.get(metric, metric), rangemode="tozero"),
@@ -60,15 +75,15 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
 
 
 def _dense_guides(fig: go.Figure, dense: float, prefix: str, lower_is_better: bool,
-                  x_max: float) -> None:
+                  span: tuple[float, float]) -> None:
     """Dense line and matching band as traces (data coordinates on linear and log axes)."""
     tol = MATCH_TOLERANCE
     lo, hi = (dense, dense * (1 + tol)) if lower_is_better else (dense * (1 - tol), dense)
     text = f"≤{1 + tol:.0%}" if lower_is_better else f"≥{1 - tol:.0%}"
-    x = [0, x_max, x_max, 0]
+    x = [span[0], span[1], span[1], span[0]]
     fig.add_trace(go.Scatter(x=x, y=[lo, lo, hi, hi], fill="toself", mode="none",
                              fillcolor="rgba(0,128,0,0.15)", hoverinfo="skip",
                              name=f"{prefix}matching band ({text} of dense)"))
-    fig.add_trace(go.Scatter(x=[0, x_max], y=[dense, dense], mode="lines",
+    fig.add_trace(go.Scatter(x=list(span), y=[dense, dense], mode="lines",
                              line=dict(dash="dash", color="gray"),
                              name=f"{prefix}dense {dense:.3f}", hoverinfo="skip"))

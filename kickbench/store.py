@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .compress.spec import CompressionSpec
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY, model TEXT, spec TEXT, task TEXT, meta TEXT, created REAL);
@@ -98,10 +100,16 @@ class Store:
         records = []
         for key, model, spec, task, meta, n, metric, value, lo, hi in rows:
             spec, meta = json.loads(spec), json.loads(meta)
+            parsed = CompressionSpec.from_key(spec)
+            size = meta.get("compression", {}).get("size", {})
             records.append({"key": key, "model": model, "task": task, **spec,
+                            "family": parsed.family, "setting": parsed.setting,
+                            "label": parsed.label, "size_fraction": size.get("size_fraction"),
+                            "bits_per_weight": size.get("bits_per_weight"),
                             "template": meta.get("template"), "data": meta.get("data_source"),
                             "n": n, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi})
-        columns = ["key", "model", "task", "method", "sparsity", "pattern", "bits", "group_size",
+        columns = ["key", "model", "task", "method", "family", "setting", "label", "sparsity",
+                   "pattern", "bits", "group_size", "size_fraction", "bits_per_weight",
                    "template", "data", "n", "metric", "value", "ci_low", "ci_high"]
         return pd.DataFrame.from_records(records, columns=columns)
 

@@ -39,6 +39,28 @@ class Settings:
     progress: bool = True
 
 
+def grid(methods, sparsities=(), patterns=(), bits=(), group_size: int | None = None,
+         symmetric: bool = False, partial_groups: bool = False,
+         calibration_spec: calibration.CalibrationSpec | None = None) -> list[CompressionSpec]:
+    """The specs of a report: dense, each pruning method at every sparsity and pattern, each
+    weight quantizer at every bit width (one grid setting), each bitsandbytes kind once."""
+    from .compress.spec import BNB, WEIGHT_QUANT
+
+    specs = [CompressionSpec("dense")]
+    for m in methods:
+        cal = calibration_spec if m in compress.CALIBRATED else None
+        if m in WEIGHT_QUANT:
+            specs += [CompressionSpec(m, bits=b, group_size=group_size, symmetric=symmetric,
+                                      partial_groups=partial_groups, calibration=cal)
+                      for b in bits]
+        elif m in BNB:
+            specs.append(CompressionSpec(m))
+        else:  # pruning; an unknown name fails in plan()
+            specs += [CompressionSpec(m, sparsity=x, calibration=cal) for x in sparsities]
+            specs += [CompressionSpec(m, pattern=x, calibration=cal) for x in patterns]
+    return specs
+
+
 def plan(model_names, specs, tasks) -> list[Run]:
     """Validate everything cheaply, then list the runs: dense first, duplicates dropped."""
     for name in model_names:
@@ -145,8 +167,8 @@ def _run_spec(lm, spec, tasks, store, settings) -> list[tuple[str, int]]:
             todo.append((task, items[:n], key, fields))
     if not todo:
         return done
-    with compress.applied(lm.model, spec, calibration_for(lm, spec)) as report:
-        weights = models.weight_stats(lm.model)
+    with compress.compressed(lm, spec, calibration_for(lm, spec)) as (clm, report):
+        weights = models.weight_stats(clm.model)
         for task, items, key, fields in todo:
             meta = {"key_fields": fields, "model_name": lm.name, "dtype": str(lm.dtype),
                     "template": task.template_name, "data_source": str(task.data or "project"),
@@ -154,9 +176,9 @@ def _run_spec(lm, spec, tasks, store, settings) -> list[tuple[str, int]]:
                     "time": time.time()}
             store.put_run(key, lm.name, spec.key(), task.name, meta)
             if task.module.KIND == "rolling":
-                _rolling_missing(lm, task, items, key, store, settings)
+                _rolling_missing(clm, task, items, key, store, settings)
             else:
-                _generate_missing(lm, task, items, key, store, settings)
+                _generate_missing(clm, task, items, key, store, settings)
             _score(store, key, len(items), task)
     return done
 

@@ -1,7 +1,12 @@
+from pathlib import Path
+
 import pytest
 import torch
 
 from kickbench import models, sweep
+from kickbench.compress import calibration as calib
+
+C4 = Path(__file__).resolve().parents[2] / "shared" / "data" / "c4_sample" / "c4_sample_1000.jsonl"
 
 torch.set_num_threads(2)
 
@@ -32,3 +37,13 @@ def store(tmp_path):
 def _fresh_item_cache():
     sweep._ITEMS.clear()
     yield
+
+
+@pytest.fixture(scope="session")
+def c4_spec(tmp_path_factory):
+    """The first 40 documents of the shared C4 sample (tokenizing all 2 MB per test is slow)."""
+    if not C4.exists():
+        pytest.skip(f"{C4} not present")
+    head = tmp_path_factory.mktemp("c4") / "c4_head.jsonl"
+    head.write_text("".join(C4.read_text().splitlines(keepends=True)[:40]))
+    return calib.CalibrationSpec(str(head), nsamples=4, seqlen=64, seed=0)

@@ -1,7 +1,5 @@
 """Wanda and SparseGPT: pure maths on small tensors, then the layer-by-layer pipeline."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -9,23 +7,12 @@ from kickbench import compress
 from kickbench.compress import calibration as calib
 from kickbench.compress.layers import target_linears, weight_matrix
 from kickbench.compress.magnitude import magnitude_mask
-from kickbench.compress.sparsegpt import Hessian, inverse_cholesky, sparsegpt_prune
+from kickbench.compress.hessian import Hessian, inverse_cholesky
+from kickbench.compress.sparsegpt import sparsegpt_prune
 from kickbench.compress.spec import CompressionSpec
 from kickbench.compress.wanda import InputNorms, wanda_mask
 
-C4 = Path(__file__).resolve().parents[2] / "shared" / "data" / "c4_sample" / "c4_sample_1000.jsonl"
-
-
-def correlated_inputs(tokens=512, cols=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(tokens, cols // 4, generator=g)
-    x = z @ torch.randn(cols // 4, cols, generator=g) + 0.1 * torch.randn(tokens, cols, generator=g)
-    return x * torch.logspace(-1, 1, cols)[torch.randperm(cols, generator=g)]  # uneven scales
-
-
-def rel_error(w, w2, x):
-    return (torch.linalg.norm(x @ (w - w2).T) / torch.linalg.norm(x @ w.T)).item()
-
+from helpers import correlated_inputs, rel_error
 
 def test_wanda_mask_equals_brute_force_per_row():
     g = torch.Generator().manual_seed(3)
@@ -97,16 +84,6 @@ def test_calibration_windows_are_reproducible(tiny, tmp_path):
         calib.calibration_tokens(tok, calib.CalibrationSpec(str(text), 4, 4096))
 
 
-@pytest.fixture(scope="module")
-def c4_spec(tmp_path_factory):
-    """The first 40 documents of the shared C4 sample (tokenizing all 2 MB per test is slow)."""
-    if not C4.exists():
-        pytest.skip(f"{C4} not present")
-    head = tmp_path_factory.mktemp("c4") / "c4_head.jsonl"
-    head.write_text("".join(C4.read_text().splitlines(keepends=True)[:40]))
-    return calib.CalibrationSpec(str(head), nsamples=4, seqlen=64, seed=0)
-
-
 @pytest.mark.parametrize("family", ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-opt"])
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
 @pytest.mark.parametrize("pattern, sparsity", [("unstructured", 0.5), ("2:4", 0.0)])
@@ -140,3 +117,33 @@ def test_project_calibration_text_serves_the_default_spec(tiny):
     assert len(calib.read_texts(spec.source)) == 80
     tokens = calib.calibration_tokens(tiny("tiny-llama").tokenizer, spec)
     assert tokens.shape == (16, 256)
+
+
+@pytest.mark.parametrize("family", ["tiny-llama", "tiny-gpt2"])
+def test_first_block_matches_a_plain_dense_forward(tiny, c4_spec, family):
+    """Block 0 sees dense inputs, so its Wanda masks and errors can be recomputed from hooks
+    on an ordinary forward pass: the pipeline's chunking and early stop lose no sample."""
+    lm = tiny(family)
+    cspec = calib.CalibrationSpec(c4_spec.source, nsamples=2 * calib.CHUNK + 1, seqlen=32)
+    cal = calib.prepare(lm.tokenizer, cspec)
+    block0 = {n: m for n, m in target_linears(lm.model)
+              if n.startswith(next(iter(dict(target_linears(lm.model)))).rsplit(".", 2)[0])}
+    seen = {n: [] for n in block0}
+    handles = [m.register_forward_hook(lambda _m, a, _o, n=n: seen[n].append(a[0].detach()))
+               for n, m in block0.items()]
+    with torch.no_grad():
+        for row in cal.tokens:
+            lm.model(input_ids=row[None], use_cache=False)
+    for h in handles:
+        h.remove()
+    spec = CompressionSpec("wanda", 0.5, calibration=cspec)
+    dense = {n: weight_matrix(m).clone() for n, m in block0.items()}
+    with compress.applied(lm.model, spec, cal) as report:
+        for n, m in block0.items():
+            x = torch.cat(seen[n]).reshape(-1, dense[n].shape[1])
+            mask = wanda_mask(dense[n], (x * x).sum(0), 0.5, None)
+            assert torch.equal(weight_matrix(m) != 0, mask & (dense[n] != 0)), n
+            if n.endswith(("q_proj", "k_proj", "v_proj", "c_attn")):  # inputs still dense
+                first = torch.cat(seen[n][:calib.ERROR_SAMPLES]).reshape(-1, dense[n].shape[1])
+                expected = rel_error(dense[n], weight_matrix(m), first)
+                assert report["layers"][n]["error"] == pytest.approx(expected, rel=1e-4), n

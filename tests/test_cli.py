@@ -34,7 +34,21 @@ def test_compress_saves_a_folder_that_loads_back_pruned(tmp_path, capsys):
     out = tmp_path / "pruned"
     assert main(["compress", "--model", "tiny-llama", "--method", "magnitude", "--pattern", "2:4",
                  "--dtype", "float32", "--out", str(out)]) == 0
-    assert "achieved sparsity 0.5000" in capsys.readouterr().out
+    assert "sparsity 0.5000, 9.00 bits per compressed weight" in capsys.readouterr().out
     lm = models.load(str(out), device="cpu")
     for _, module in target_linears(lm.model):
         assert ((weight_matrix(module).reshape(-1, 4) != 0).sum(dim=1) <= 2).all()
+
+
+def test_quantization_flags(tmp_path, capsys):
+    out = tmp_path / "rtn"
+    assert main(["compress", "--model", "tiny-llama", "--method", "rtn", "--bits", "3",
+                 "--group-size", "32", "--dtype", "float32", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "rtn w3 g32: " in printed and "3.59 bits per compressed weight" in printed
+    assert "fake quantization" in printed
+    assert main(["eval", "--model", "tiny-llama", "--method", "gptq", "--bits", "4",
+                 "--group-size", "48", "--store", str(tmp_path / "s.sqlite")]) == 2
+    assert "layer model.layers.0.self_attn.q_proj has input width 64" in capsys.readouterr().err
+    assert main(["report", "--methods", "rtn", "--bits", "4,16", "--out", str(tmp_path)]) == 2
+    assert "bits in 2..8, got bits=16" in capsys.readouterr().err

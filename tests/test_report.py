@@ -20,7 +20,8 @@ def decode(values):
 @pytest.mark.slow
 def test_report_notebook_renders_offline_html_with_the_figure(tmp_path):
     params = {"model": "tiny-llama", "sparsities": [0.2, 0.5], "patterns": ["2:4"], "limit": 4,
-              "methods": ["magnitude", "wanda"], "nsamples": 2, "seqlen": 32, "ppl_windows": 2,
+              "methods": ["magnitude", "wanda", "rtn"], "bits": [4, 3], "nsamples": 2, "seqlen": 32,
+              "ppl_windows": 2,
               "store_path": str(tmp_path / "s.sqlite"), "dtype": "float32", "progress": False}
     ipynb, html = report.render(params, out_dir=tmp_path, name="r")
     text = html.read_text()
@@ -31,8 +32,8 @@ def test_report_notebook_renders_offline_html_with_the_figure(tmp_path):
     nb = nbformat.read(ipynb, as_version=4)
     figures = [o for c in nb.cells for o in c.get("outputs", [])
                if "application/vnd.plotly.v1+json" in o.get("data", {})]
-    assert len(figures) == 2  # accuracy, then perplexity (log axis)
-    acc, ppl = (f["data"]["application/vnd.plotly.v1+json"] for f in figures)
+    assert len(figures) == 4  # accuracy and perplexity (log axis) vs sparsity, then vs size
+    acc, ppl, acc_size, ppl_size = (f["data"]["application/vnd.plotly.v1+json"] for f in figures)
     names = {"magnitude unstructured", "magnitude 2:4", "wanda unstructured", "wanda 2:4"}
     curves = [{t["name"] for t in f["data"] if not t["name"].startswith(("dense", "matching"))}
               for f in (acc, ppl)]
@@ -40,3 +41,10 @@ def test_report_notebook_renders_offline_html_with_the_figure(tmp_path):
     assert ppl["layout"]["yaxis"]["type"] == "log"
     assert all(y > 1 for t in ppl["data"] for y in decode(t["y"]))
     assert any(t["name"].startswith("matching band") for t in acc["data"])
+    size_curves = {t["name"] for t in acc_size["data"]
+                   if not t["name"].startswith(("dense", "matching"))}
+    assert size_curves == names | {"rtn per-channel"}
+    rtn = next(t for t in acc_size["data"] if t["name"] == "rtn per-channel")
+    xs = decode(rtn["x"])
+    assert xs[-1] == 1.0 and all(0 < x < 1 for x in xs[:-1])  # w3, w4, then dense
+    assert acc_size["layout"]["xaxis"]["title"]["text"].startswith("size")

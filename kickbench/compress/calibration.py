@@ -99,20 +99,29 @@ def capture_block_inputs(model, tokens: torch.Tensor) -> tuple[list[torch.Tensor
 CHUNK = 4  # calibration windows per block call; the captured kwargs broadcast over it
 
 
-def _run_block(block, inputs, kwargs, hooks_on_first: int = 0, make_hooks=None):
+def _run_block(block, inputs, kwargs, hooks_on_first: int = 0, make_hooks=None,
+               keep_outputs: bool = True):
     """Run a block over all samples, CHUNK windows per call; make_hooks() installs hooks for
-    the calls that cover the first `hooks_on_first` samples only."""
+    the calls that cover the first `hooks_on_first` samples only. A hook may raise _Stop to
+    end a call early when its outputs are not needed (keep_outputs=False)."""
     outs = []
     with torch.no_grad():
         for j in range(0, len(inputs), CHUNK):
             handles = make_hooks() if make_hooks and j < hooks_on_first else []
             try:
                 out = block(torch.cat(inputs[j:j + CHUNK]), **kwargs)
+            except _Stop:
+                continue
             finally:
                 for h in handles:
                     h.remove()
-            outs.extend((out[0] if isinstance(out, tuple) else out).split(1))
+            if keep_outputs:
+                outs.extend((out[0] if isinstance(out, tuple) else out).split(1))
     return outs
+
+
+class _Stop(Exception):
+    pass
 
 
 ERROR_SAMPLES = 4  # calibration windows on which reconstruction error is measured
@@ -138,8 +147,8 @@ def walk_layers(model, inputs: list[torch.Tensor], kwargs: dict,
 
         def error_hooks():
             return [m.register_forward_hook(
-                lambda _m, args, _o, name=name, m=m: _add_error(errors[name], args[0],
-                                                                dense[name], weight_matrix(m)))
+                lambda _m, args, out, name=name, m=m: _add_error(errors[name], args[0], out,
+                                                                 dense[name], m.bias))
                 for name, m in linears.items()]
 
         inputs = _run_block(block, inputs, kwargs, ERROR_SAMPLES, error_hooks)
@@ -149,33 +158,45 @@ def walk_layers(model, inputs: list[torch.Tensor], kwargs: dict,
 
 
 def _collect(block, linears, inputs, kwargs, collect) -> dict:
-    """One pass over the block with hooks; returns {name: collector}, shared by input."""
+    """One pass over the block with hooks; returns {name: collector}, shared by input.
+
+    Only the linears' inputs are needed, so every call stops at the input of the last linear
+    to run (saving e.g. down_proj), known once all of them have been seen."""
     owner: dict[str, str] = {}
     collectors: dict[str, object] = {}
     seen: list[tuple[torch.Tensor, str]] = []  # inputs of this forward, kept alive for `is`
+    order: list[str] = []
 
     def hook(name, x):
         if name not in owner:  # the first call decides which linears share an input
             owner[name] = next((n for t, n in seen if t is x), name)
             seen.append((x, name))
+            order.append(name)
             if owner[name] == name:
                 collectors[name] = collect(linears[name])
         if owner[name] == name:
             collectors[name].add_batch(x.detach())
+        if len(order) == len(linears) and name == order[-1]:
+            seen.clear()
+            raise _Stop
 
     def make_hooks():
-        return [m.register_forward_hook(lambda _m, args, _o, name=name: hook(name, args[0]))
+        return [m.register_forward_pre_hook(lambda _m, args, name=name: hook(name, args[0]))
                 for name, m in linears.items()]
 
-    _run_block(block, inputs, kwargs, len(inputs), make_hooks)
+    _run_block(block, inputs, kwargs, len(inputs), make_hooks, keep_outputs=False)
     seen.clear()
     return {name: collectors[owner[name]] for name in linears}
 
 
-def _add_error(acc: list, x: torch.Tensor, dense: torch.Tensor, comp: torch.Tensor) -> None:
+def _add_error(acc: list, x: torch.Tensor, out: torch.Tensor, dense: torch.Tensor,
+               bias: torch.Tensor | None) -> None:
+    """Accumulate ||W X - W' X||^2 and ||W X||^2; W' X is the compressed layer's output."""
     x = x.reshape(-1, x.shape[-1]).float()
-    acc[0] += torch.linalg.matrix_norm(x @ (dense.float() - comp.float()).T).item() ** 2
-    acc[1] += torch.linalg.matrix_norm(x @ dense.float().T).item() ** 2
+    ref = x @ dense.float().T
+    comp = out.reshape(ref.shape).float() - (0 if bias is None else bias.float())
+    acc[0] += torch.linalg.matrix_norm(ref - comp).item() ** 2
+    acc[1] += torch.linalg.matrix_norm(ref).item() ** 2
 
 
 @dataclass

@@ -1,0 +1,78 @@
+"""RTN, GPTQ and bitsandbytes on smollm2-135m: time, WikiText-2 perplexity, size, speed.
+
+    .venv/bin/python bench/quantization.py [--nsamples 32 --seqlen 512 --ppl-windows 40]
+
+Same calibration and perplexity windows as bench/pruning.py. Baselines measured in the same
+run: one plain forward over the calibration set, and the dense model's perplexity and
+scoring throughput (perplexity tokens per second). bitsandbytes rows load a second model
+from the safetensors copy; their footprint is what the loaded model occupies. Then
+llm-compressor's GPTQ runs the same settings in bench/.venv-peers.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from common import (PEER_HEADER, arguments, forward_seconds, peer, peer_row, peers_ready, ppl,
+                    save_peer_inputs, setup)
+
+from kickbench import compress
+from kickbench.compress.spec import CompressionSpec
+
+SETTINGS = [dict(bits=4), dict(bits=3, group_size=64), dict(bits=2, group_size=64)]
+
+
+def timed_ppl(model, wins) -> tuple[float, float]:
+    """(perplexity, scored tokens per second)."""
+    t0 = time.perf_counter()
+    p = ppl(model, wins)
+    return p, sum(len(w) - 1 for w in wins) / (time.perf_counter() - t0)
+
+
+def main():
+    args = arguments(__doc__).parse_args()
+    lm, cal, wins = setup(args)
+    t_fwd = forward_seconds(lm.model, cal.tokens)
+    dense, dense_tps = timed_ppl(lm.model, wins)
+    dense_mb = lm.model.get_memory_footprint() / 1e6
+    print(f"baseline: one forward over the calibration set {t_fwd:.1f} s; dense perplexity "
+          f"{dense:.2f} on {len(wins)}x512 WikiText-2 tokens, {dense_tps:.0f} tok/s, "
+          f"{dense_mb:.0f} MB loaded ({lm.dtype})")
+    print(f"{'setting':22} {'seconds':>8} {'x fwd':>6} {'ppl':>8} {'bits/w':>7} {'size':>6} "
+          f"{'loaded MB':>9} {'tok/s':>6} {'layer err':>9}")
+    ours = {}
+    specs = [CompressionSpec(m, **s) for s in SETTINGS for m in ("rtn", "gptq")]
+    specs += [CompressionSpec("bnb-int8"), CompressionSpec("bnb-nf4"),
+              CompressionSpec("bnb-nf4", double_quant=True)]
+    for spec in specs:
+        with compress.compressed(lm, spec, cal if compress.needs_calibration(spec) else None) \
+                as (clm, rep):
+            p, tps = timed_ppl(clm.model, wins)
+            loaded = rep.get("loaded_bytes", clm.model.get_memory_footprint()) / 1e6
+        errs = [v["error"] for v in rep["layers"].values() if "error" in v]
+        err = f"{sum(errs) / len(errs):.3f}" if errs else "-"
+        ours[spec] = (rep["seconds"], p)
+        size = rep["size"]
+        print(f"{spec.label:22} {rep['seconds']:8.1f} {rep['seconds'] / t_fwd:5.2f}x {p:8.2f} "
+              f"{size['bits_per_weight']:7.2f} {size['size_fraction']:6.1%} {loaded:9.0f} "
+              f"{tps:6.0f} {err:>9}", flush=True)
+    print(f"baseline again at the end: {forward_seconds(lm.model, cal.tokens):.1f} s "
+          f"(ratios above use the first, {t_fwd:.1f} s)")
+    if args.no_peers or not peers_ready():
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = save_peer_inputs(Path(tmp) / "inputs.pt", cal, wins)
+        print("\nllm-compressor 0.14 GPTQ, same windows, its own process (their fwd: its own "
+              "plain forward baseline)\n" + PEER_HEADER)
+        for spec, (secs, p) in ours.items():
+            if spec.method != "gptq":
+                continue
+            flags = ["--bits", str(spec.bits), "--group-size", str(spec.group_size or 0)]
+            print(peer_row(spec.label, secs, p, peer(args.model, "gptq", inputs, *flags)),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
