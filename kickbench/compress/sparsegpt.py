@@ -1,8 +1,8 @@
 """SparseGPT (Frantar & Alistarh 2023): prune with OBS weight updates from the layer Hessian.
 
 Follows IST-DASLab's sparsegpt.py: H = 2 X X^T / n, dead inputs zeroed, diagonal damping,
-upper Cholesky factor of H^-1 shared by all rows, lazy blocks of 128 columns, mask chosen per
-block (adaptive) or per N:M group.
+upper Cholesky factor of H^-1 shared by all rows, mask chosen per block of 128 columns
+(adaptive) or per N:M group, OBS updates in lazy batches (obs.sweep).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 
 from .hessian import Hessian, inverse_cholesky, without_dead_inputs
 from .masks import nm_mask, unstructured_mask
+from .obs import _array, sub_block, sweep, window
 
 
 def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: float,
@@ -18,31 +19,23 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: float,
                     blocksize: int = 128) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Pure maths on [rows, cols] W and [cols, cols] H. Returns (new W, keep-mask, damping)."""
     W, H = without_dead_inputs(W, H)
-    Hinv, used = inverse_cholesky(H, damping)
-    rows, cols = W.shape
-    keep = torch.ones_like(W, dtype=torch.bool)
-    for i1 in range(0, cols, blocksize):
-        i2 = min(i1 + blocksize, cols)
-        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
-        d = torch.diag(Hinv1)
-        Err1 = torch.zeros_like(W1)
-        if nm is None:  # adaptive mask: the block's lowest w^2 / [H^-1]_jj^2
-            keep1 = unstructured_mask(W1**2 / d[None, :] ** 2, sparsity)
-        else:
-            keep1 = torch.ones_like(W1, dtype=torch.bool)
-        for i in range(i2 - i1):
-            if nm is not None and i % nm[1] == 0:
-                g = slice(i, i + nm[1])
-                keep1[:, g] = nm_mask(W1[:, g] ** 2 / d[None, g] ** 2, *nm)
-            w = W1[:, i]
-            q = w * keep1[:, i]
-            err = (w - q) / d[i]
-            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
-            W1[:, i] = q
-            Err1[:, i] = err
-        W[:, i1:i2] = W1
-        keep[:, i1:i2] = keep1
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    U, used = inverse_cholesky(H, damping)
+    d2 = torch.diag(U) ** 2
+    keepT = torch.ones(W.shape[1], W.shape[0], dtype=W.dtype)  # [cols, rows], 1 = keep
+    k = _array(keepT)
+    n_m = nm or (None, None)
+
+    def fix(j, w, block, W):
+        if nm is None and j % blocksize == 0:  # adaptive mask: the block's lowest w^2 / U_jj^2
+            cols = window(j, blocksize, block, W)
+            keepT[j:j + cols.shape[1]] = unstructured_mask(cols**2 / d2[j:j + cols.shape[1]], sparsity).T
+        elif nm is not None and j % n_m[1] == 0:
+            cols = window(j, n_m[1], block, W)
+            keepT[j:j + n_m[1]] = nm_mask(cols**2 / d2[j:j + n_m[1]], *nm).T
+        return w * k[j]
+
+    sweep(W, U, fix, sub_block(blocksize if nm is None else n_m[1]))
+    keep = keepT.T.bool()
     return W * keep, keep, used
 
 
