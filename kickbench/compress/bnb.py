@@ -7,15 +7,11 @@ copy. Arithmetic is real int8 / 4-bit kernels, not fake quantization.
 
 from __future__ import annotations
 
-import warnings
+import logging
 
 import torch
 
 from .spec import BNB, CompressionSpec
-
-# On CPU, LLM.int8 casts fp32 activations to fp16 and warns on every matmul; say it once in
-# the report (`arithmetic`) instead.
-warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
 
 
 def available() -> tuple[bool, str]:
@@ -27,7 +23,14 @@ def available() -> tuple[bool, str]:
         return False, f"bitsandbytes cannot load: {type(e).__name__}: {e}"
     if lib is None or type(lib).__name__ == "ErrorHandlerMockBNBNativeLibrary":
         return False, "bitsandbytes has no native library for this machine"
+    # LLM.int8 casts fp32/bf16 activations to fp16 and logs it on every matmul; the report
+    # says it once (`arithmetic`).
+    logging.getLogger("bitsandbytes.autograd._functions").addFilter(_quiet)  # added once
     return True, ""
+
+
+def _quiet(record: logging.LogRecord) -> bool:
+    return "inputs will be cast" not in record.getMessage()
 
 
 def config(spec: CompressionSpec, dtype: torch.dtype):
