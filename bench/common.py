@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,11 +69,6 @@ def peers_ready() -> bool:
     return PEER_PYTHON.exists()
 
 
-def save_peer_inputs(path: Path, cal, wins) -> Path:
-    torch.save({"calibration": cal.tokens, "windows": wins}, path)
-    return path
-
-
 def peer(model: str, method: str, inputs: Path, *flags: str) -> dict:
     """One llm-compressor run in the peers venv; returns its JSON line."""
     cmd = [str(PEER_PYTHON), str(BENCH / "peer_llmcompressor.py"), "--model-dir",
@@ -83,10 +79,22 @@ def peer(model: str, method: str, inputs: Path, *flags: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def peer_row(label: str, secs: float, p: float, r: dict) -> str:
-    return (f"{label:22} {secs:7.1f} {r['seconds']:8.1f} {r['seconds'] / secs:7.2f}x {p:8.2f} "
-            f"{r['ppl']:9.2f} {(p - r['ppl']) / r['ppl']:+8.1%}  {r['forward_seconds']:11.1f}")
+def finish(args, lm, cal, wins, t_fwd: float, runs: list[tuple]) -> None:
+    """Time the baseline again (this machine drifts), then llm-compressor on the same windows.
 
-
-PEER_HEADER = (f"{'setting':22} {'ours s':>7} {'theirs s':>8} {'speed-up':>8} {'ours ppl':>8} "
-               f"{'their ppl':>9} {'ppl diff':>8}  {'their fwd s':>11}")
+    runs: (label, our seconds, our perplexity, peer method, peer flags) per setting."""
+    print(f"baseline again at the end: {forward_seconds(lm.model, cal.tokens):.1f} s "
+          f"(ratios above use the first, {t_fwd:.1f} s)")
+    if args.no_peers or not peers_ready():
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "inputs.pt"
+        torch.save({"calibration": cal.tokens, "windows": wins}, inputs)
+        print("\nllm-compressor 0.14, same windows, its own process (their fwd: its own plain "
+              f"forward baseline)\n{'setting':22} {'ours s':>7} {'theirs s':>8} {'speed-up':>8} "
+              f"{'ours ppl':>8} {'their ppl':>9} {'ppl diff':>8}  {'their fwd s':>11}")
+        for label, secs, p, method, flags in runs:
+            r = peer(args.model, method, inputs, *flags)
+            print(f"{label:22} {secs:7.1f} {r['seconds']:8.1f} {r['seconds'] / secs:7.2f}x "
+                  f"{p:8.2f} {r['ppl']:9.2f} {(p - r['ppl']) / r['ppl']:+8.1%}  "
+                  f"{r['forward_seconds']:11.1f}", flush=True)

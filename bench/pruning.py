@@ -11,11 +11,7 @@ bench/.venv-peers (`make peers`; skipped with a message when that venv is missin
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-from common import (PEER_HEADER, arguments, forward_seconds, peer, peer_row, peers_ready, ppl,
-                    save_peer_inputs, setup)
+from common import arguments, finish, forward_seconds, ppl, setup
 
 from kickbench import compress
 from kickbench.compress.spec import CompressionSpec
@@ -41,21 +37,10 @@ def main():
             print(f"{method:10} {spec.pattern if spec.nm else '50% unstr.':13} "
                   f"{rep['seconds']:8.1f} {rep['seconds'] / t_fwd:8.2f}x {p:8.2f} {err:>14}",
                   flush=True)
-    # this machine's speed drifts (shared cores): time the baseline again and show both
-    print(f"baseline again at the end: {forward_seconds(lm.model, cal.tokens):.1f} s "
-          f"(ratios above use the first, {t_fwd:.1f} s)")
-    if args.no_peers or not peers_ready():
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs = save_peer_inputs(Path(tmp) / "inputs.pt", cal, wins)
-        print("\nllm-compressor 0.14, same windows, its own process (their fwd: its own "
-              "plain forward baseline)\n" + PEER_HEADER)
-        for spec, (secs, p) in ours.items():
-            if spec.method == "magnitude":
-                continue
-            flags = ["--pattern", spec.pattern] if spec.nm else ["--sparsity", str(spec.sparsity)]
-            print(peer_row(spec.label, secs, p, peer(args.model, spec.method, inputs, *flags)),
-                  flush=True)
+    finish(args, lm, cal, wins, t_fwd, [
+        (spec.label, secs, p, spec.method,
+         ["--pattern", spec.pattern] if spec.nm else ["--sparsity", str(spec.sparsity)])
+        for spec, (secs, p) in ours.items() if spec.method != "magnitude"])
 
 
 if __name__ == "__main__":

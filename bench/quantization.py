@@ -11,12 +11,9 @@ llm-compressor's GPTQ runs the same settings in bench/.venv-peers.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
-from common import (PEER_HEADER, arguments, forward_seconds, peer, peer_row, peers_ready, ppl,
-                    save_peer_inputs, setup)
+from common import arguments, finish, forward_seconds, ppl, setup
 
 from kickbench import compress
 from kickbench.compress.spec import CompressionSpec
@@ -58,20 +55,9 @@ def main():
         print(f"{spec.label:22} {rep['seconds']:8.1f} {rep['seconds'] / t_fwd:5.2f}x {p:8.2f} "
               f"{size['bits_per_weight']:7.2f} {size['size_fraction']:6.1%} {loaded:9.0f} "
               f"{tps:6.0f} {err:>9}", flush=True)
-    print(f"baseline again at the end: {forward_seconds(lm.model, cal.tokens):.1f} s "
-          f"(ratios above use the first, {t_fwd:.1f} s)")
-    if args.no_peers or not peers_ready():
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs = save_peer_inputs(Path(tmp) / "inputs.pt", cal, wins)
-        print("\nllm-compressor 0.14 GPTQ, same windows, its own process (their fwd: its own "
-              "plain forward baseline)\n" + PEER_HEADER)
-        for spec, (secs, p) in ours.items():
-            if spec.method != "gptq":
-                continue
-            flags = ["--bits", str(spec.bits), "--group-size", str(spec.group_size or 0)]
-            print(peer_row(spec.label, secs, p, peer(args.model, "gptq", inputs, *flags)),
-                  flush=True)
+    finish(args, lm, cal, wins, t_fwd, [
+        (spec.label, secs, p, "gptq", ["--bits", str(spec.bits), "--group-size", str(spec.group_size or 0)])
+        for spec, (secs, p) in ours.items() if spec.method == "gptq"])
 
 
 if __name__ == "__main__":
