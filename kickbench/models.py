@@ -26,6 +26,14 @@ TINY_CONFIGS = {
     "tiny-opt": dict(model_type="opt", hidden_size=64, ffn_dim=128, num_hidden_layers=2,
                      num_attention_heads=4, max_position_embeddings=512,
                      word_embed_proj_dim=64),
+    "tiny-mistral": dict(model_type="mistral", hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, sliding_window=16),
+    # one sliding-window and one global layer, each with its own mask and rotary embeddings
+    "tiny-gemma3": dict(model_type="gemma3_text", hidden_size=64, intermediate_size=128,
+                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=16, max_position_embeddings=512, sliding_window=16,
+                        layer_types=["sliding_attention", "full_attention"]),
 }
 BUILTINS = ("smollm2-135m", *TINY_CONFIGS)
 

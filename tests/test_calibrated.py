@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kickbench import compress
+from kickbench import compress, models
 from kickbench.compress import calibration as calib
 from kickbench.compress.layers import target_linears, weight_matrix
 from kickbench.compress.magnitude import magnitude_mask
@@ -84,7 +84,7 @@ def test_calibration_windows_are_reproducible(tiny, tmp_path):
         calib.calibration_tokens(tok, calib.CalibrationSpec(str(text), 4, 4096))
 
 
-@pytest.mark.parametrize("family", ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-opt"])
+@pytest.mark.parametrize("family", list(models.TINY_CONFIGS))
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
 @pytest.mark.parametrize("pattern, sparsity", [("unstructured", 0.5), ("2:4", 0.0)])
 def test_calibrated_methods_end_to_end(tiny, c4_spec, family, method, pattern, sparsity):
@@ -147,3 +147,24 @@ def test_first_block_matches_a_plain_dense_forward(tiny, c4_spec, family):
                 first = torch.cat(seen[n][:calib.ERROR_SAMPLES]).reshape(-1, dense[n].shape[1])
                 expected = rel_error(dense[n], weight_matrix(m), first)
                 assert report["layers"][n]["error"] == pytest.approx(expected, rel=1e-4), n
+
+
+@pytest.mark.parametrize("family", list(models.TINY_CONFIGS))
+def test_captured_blocks_reproduce_the_models_own_forward(tiny, c4_spec, family):
+    """Running the blocks one by one on the captured inputs and per-block keyword arguments
+    gives every block's output in an ordinary forward (Gemma 3's layers differ in masks/rope)."""
+    lm = tiny(family)
+    cal = calib.prepare(lm.tokenizer, c4_spec).captured(lm.model)
+    blocks = compress.layers.decoder_blocks(lm.model)
+    outputs = [[] for _ in blocks]
+    handles = [b.register_forward_hook(
+        lambda _m, _a, out, i=i: outputs[i].append(out[0] if isinstance(out, tuple) else out))
+        for i, b in enumerate(blocks)]
+    with torch.no_grad():
+        lm.model(input_ids=cal.tokens, use_cache=False)
+    for h in handles:
+        h.remove()
+    hidden = cal.inputs
+    for i, block in enumerate(blocks):
+        hidden = calib._run_block(block, hidden, cal.kwargs[i])
+        assert torch.allclose(torch.cat(hidden), outputs[i][0], atol=1e-5), (family, i)

@@ -5,7 +5,7 @@ from kickbench import compress, models
 from kickbench.compress.layers import target_linears, weight_matrix
 from kickbench.compress.spec import CompressionSpec
 
-FAMILIES = ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-opt"]
+FAMILIES = list(models.TINY_CONFIGS)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kickbench import compress
+from kickbench import compress, models
 from kickbench.compress.gptq import gptq_quantize
 from kickbench.compress.layers import target_linears, weight_matrix
 from kickbench.compress.quant import grid_for, group_bounds, packed_bits, quantize, rtn
@@ -129,7 +129,7 @@ def test_group_size_that_does_not_divide_a_width_is_refused_unless_allowed(tiny)
         assert any("last group of 16 inputs" in v for v in report["groups"].values())
 
 
-@pytest.mark.parametrize("family", ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-opt"])
+@pytest.mark.parametrize("family", list(models.TINY_CONFIGS))
 @pytest.mark.parametrize("method", ["rtn", "gptq"])
 def test_quantizers_end_to_end(tiny, c4_spec, family, method):
     lm = tiny(family)

@@ -70,18 +70,28 @@ class _Captured(Exception):
     pass
 
 
-def capture_block_inputs(model, tokens: torch.Tensor) -> tuple[list[torch.Tensor], dict]:
+def capture_block_inputs(model, tokens: torch.Tensor) -> tuple[list[torch.Tensor], list[dict]]:
     """Hidden states entering the first decoder block, one [1, seqlen, hidden] per sample,
-    and the keyword arguments the model passes to every block (masks, rotary embeddings)."""
-    block = decoder_blocks(model)[0]
-    inputs, kwargs = [], {}
+    and the keyword arguments the model passes to each block (masks, rotary embeddings).
 
-    def hook(_module, args, kw):
-        inputs.append((args[0] if args else kw.pop("hidden_states")).detach())
-        kwargs.update({k: v for k, v in kw.items() if k != "hidden_states"})
-        raise _Captured
+    Keyword arguments are taken per block from one full forward of the first window: some
+    families differ between blocks (Gemma 3 alternates sliding-window and global attention,
+    each with its own mask and rotary embeddings). The other windows stop at block 0."""
+    blocks = decoder_blocks(model)
+    inputs: list[torch.Tensor] = []
+    kwargs: list[dict] = [{} for _ in blocks]
 
-    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    def hook(i, args, kw):
+        if i == 0:
+            inputs.append((args[0] if args else kw["hidden_states"]).detach())
+        if not kwargs[i]:
+            kwargs[i] = {k: v for k, v in kw.items() if k != "hidden_states"}
+            kwargs[i]["use_cache"] = False
+        elif i == 0:
+            raise _Captured
+
+    handles = [b.register_forward_pre_hook(lambda _m, a, kw, i=i: hook(i, a, kw), with_kwargs=True)
+               for i, b in enumerate(blocks)]
     device = next(model.parameters()).device
     try:
         with torch.no_grad():
@@ -91,8 +101,8 @@ def capture_block_inputs(model, tokens: torch.Tensor) -> tuple[list[torch.Tensor
                 except _Captured:
                     pass
     finally:
-        handle.remove()
-    kwargs["use_cache"] = False
+        for h in handles:
+            h.remove()
     return inputs, kwargs
 
 
@@ -127,7 +137,7 @@ class _Stop(Exception):
 ERROR_SAMPLES = 4  # calibration windows on which reconstruction error is measured
 
 
-def walk_layers(model, inputs: list[torch.Tensor], kwargs: dict,
+def walk_layers(model, inputs: list[torch.Tensor], kwargs: list[dict],
                 collect: Callable[[torch.nn.Module], object],
                 compress_layer: Callable[[torch.nn.Module, object], dict]) -> dict:
     """Compress every decoder block in turn on calibration activations.
@@ -138,8 +148,8 @@ def walk_layers(model, inputs: list[torch.Tensor], kwargs: dict,
     ||W X - W' X|| / ||W X|| on the first ERROR_SAMPLES windows. Returns {layer name: stats}.
     """
     report = {}
-    for block, linears in block_linears(model):
-        collectors = _collect(block, linears, inputs, kwargs, collect)
+    for (block, linears), block_kwargs in zip(block_linears(model), kwargs, strict=True):
+        collectors = _collect(block, linears, inputs, block_kwargs, collect)
         dense = {name: weight_matrix(m).clone() for name, m in linears.items()}
         for name, m in linears.items():
             report[name] = compress_layer(m, collectors.pop(name))
@@ -151,7 +161,7 @@ def walk_layers(model, inputs: list[torch.Tensor], kwargs: dict,
                                                                  dense[name], m.bias))
                 for name, m in linears.items()]
 
-        inputs = _run_block(block, inputs, kwargs, ERROR_SAMPLES, error_hooks)
+        inputs = _run_block(block, inputs, block_kwargs, ERROR_SAMPLES, error_hooks)
         for name, (diff, base) in errors.items():
             report[name]["error"] = math.sqrt(diff / base) if base > 0 else 0.0
     return report
@@ -209,7 +219,7 @@ class Calibration:
     tokens: torch.Tensor
     hash: str
     inputs: list[torch.Tensor] | None = None
-    kwargs: dict | None = None
+    kwargs: list[dict] | None = None  # per decoder block
 
     def captured(self, model) -> "Calibration":
         if self.inputs is None:
