@@ -48,3 +48,7 @@ def test_report_notebook_renders_offline_html_with_the_figure(tmp_path):
     xs = decode(rtn["x"])
     assert xs[-1] == 1.0 and all(0 < x < 1 for x in xs[:-1])  # w3, w4, then dense
     assert acc_size["layout"]["xaxis"]["title"]["text"].startswith("size")
+    table = next(o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", [])
+                 if "accuracy 95% CI" in o.get("data", {}).get("text/html", ""))
+    tbody = table.split("<tbody>")[1]
+    assert tbody.count("<tr>") == 9  # dense, magnitude and wanda x (20%, 50%, 2:4), rtn w4, w3
