@@ -51,8 +51,10 @@ def modifier(args):
                                    strategy="group" if args.group_size else "channel",
                                    group_size=args.group_size or None)
         scheme = QuantizationScheme(targets=["Linear"], weights=weights)
+        # llm-compressor 0.14 defaults to static act-order; match our spec instead
         return GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore,
-                            dampening_frac=0.01, block_size=128)
+                            dampening_frac=0.01, block_size=128,
+                            actorder="static" if args.act_order else None)
     raise SystemExit(f"unknown method {args.method!r}; allowed: wanda, sparsegpt, gptq")
 
 
@@ -66,6 +68,7 @@ def main():
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--group-size", type=int, default=0, help="0 = per output channel")
     ap.add_argument("--symmetric", action="store_true")
+    ap.add_argument("--act-order", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 

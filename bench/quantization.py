@@ -56,7 +56,8 @@ def main():
               f"{size['bits_per_weight']:7.2f} {size['size_fraction']:6.1%} {loaded:9.0f} "
               f"{tps:6.0f} {err:>9}", flush=True)
     finish(args, lm, cal, wins, t_fwd, [
-        (spec.label, secs, p, "gptq", ["--bits", str(spec.bits), "--group-size", str(spec.group_size or 0)])
+        (spec.label, secs, p, "gptq", ["--bits", str(spec.bits), "--group-size", str(spec.group_size or 0)]
+         + ["--act-order"] * spec.act_order + ["--symmetric"] * spec.symmetric)
         for spec, (secs, p) in ours.items() if spec.method == "gptq"])
 
 
