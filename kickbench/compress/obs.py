@@ -25,9 +25,9 @@ def sweep(W: torch.Tensor, U: torch.Tensor, fix: Callable, sub: int = SUB) -> to
     """Sweep the columns of float32 W ([rows, cols], edited in place) left to right.
 
     fix(j, w, block, W) returns column j's final value given its current value w ([rows]);
-    block holds the current sub-block transposed ([k, rows], rows of it are columns; its row
-    0 is column `start` = j - offset), W the full matrix, in sync with `block` at a sub-block's
-    start. Callers choose windows so that a window starting mid-sub-block stays inside it.
+    block holds the current sub-block's columns from j on, transposed ([k, rows]); W is the
+    full matrix, in sync with block at a sub-block's start only. Callers choose windows
+    (see `window`) so that one starting mid-sub-block stays inside it.
     """
     cols = W.shape[1]
     for i1 in range(0, cols, sub):

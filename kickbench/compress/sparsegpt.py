@@ -21,7 +21,7 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: float,
     W, H = without_dead_inputs(W, H)
     U, used = inverse_cholesky(H, damping)
     d2 = torch.diag(U) ** 2
-    keepT = torch.ones(W.shape[1], W.shape[0], dtype=W.dtype)  # [cols, rows], 1 = keep
+    keepT = torch.ones(W.shape[1], W.shape[0], dtype=W.dtype, device=W.device)  # 1 = keep
     k = _array(keepT)
     n_m = nm or (None, None)
 
