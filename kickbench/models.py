@@ -108,12 +108,18 @@ def resolve_source(name_or_path: str) -> tuple[str, str]:
 
 
 def load(name_or_path: str, device: str | torch.device | None = None,
-         dtype: torch.dtype | str | None = None) -> LoadedModel:
-    """Load a causal LM and its tokenizer by built-in name, HF id, local folder or GGUF file."""
+         dtype: torch.dtype | str | None = None, quantization_config=None) -> LoadedModel:
+    """Load a causal LM and its tokenizer by built-in name, HF id, local folder or GGUF file.
+
+    With a transformers quantization_config (bitsandbytes) the weights are quantized while
+    loading, from the model's safetensors folder (bitsandbytes cannot read GGUF)."""
     kind, ref = resolve_source(name_or_path)
     device = torch.device(device) if device is not None else default_device()
     dtype = _as_dtype(dtype) if dtype is not None else default_dtype(device)
-    if kind == "builtin" and ref in TINY_CONFIGS:
+    if quantization_config is not None:
+        model, tok = _from_folder(safetensors_folder(name_or_path), dtype, device_map=device.type,
+                                  quantization_config=quantization_config)
+    elif kind == "builtin" and ref in TINY_CONFIGS:
         model, tok = _tiny(ref)
     elif kind == "builtin":
         model, tok = _from_folder(smollm2_folder(), dtype)
@@ -124,24 +130,9 @@ def load(name_or_path: str, device: str | torch.device | None = None,
             print(f"kickbench: loading {ref} from the Hugging Face hub (cached under HF_HOME)",
                   flush=True)
         model, tok = _from_folder(ref, dtype)
-    model.to(device=device, dtype=dtype).eval()
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return LoadedModel(name_or_path, model, tok, device, dtype)
-
-
-def load_quantized(name_or_path: str, quantization_config, device: str | torch.device | None = None,
-                   dtype: torch.dtype | str | None = None) -> LoadedModel:
-    """Load with a transformers quantization config (bitsandbytes) from the model's
-    safetensors folder; the weights are quantized while loading."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = safetensors_folder(name_or_path)
-    device = torch.device(device) if device is not None else default_device()
-    dtype = _as_dtype(dtype) if dtype is not None else default_dtype(device)
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device.type,
-                                                 quantization_config=quantization_config).eval()
+    if quantization_config is None:  # quantized weights are placed by device_map, not moved
+        model.to(device=device, dtype=dtype)
+    model.eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return LoadedModel(name_or_path, model, tok, device, dtype)
@@ -157,11 +148,11 @@ def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return allowed[dtype]
 
 
-def _from_folder(folder: str | Path, dtype: torch.dtype):
+def _from_folder(folder: str | Path, dtype: torch.dtype, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
     return model, tok
 
 
@@ -243,14 +234,20 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def unique_parameters(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The model's parameters with tied weights (shared storage) listed once."""
+    seen, out = set(), []
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            out.append(p)
+    return out
+
+
 def weight_stats(model: torch.nn.Module) -> dict:
     """Parameter count, nonzero count and bytes in memory (tied weights counted once)."""
     params = nonzero = nbytes = 0
-    seen = set()
-    for p in model.parameters():
-        if p.data_ptr() in seen:
-            continue
-        seen.add(p.data_ptr())
+    for p in unique_parameters(model):
         params += p.numel()
         nonzero += int(torch.count_nonzero(p).item())
         nbytes += p.numel() * p.element_size()

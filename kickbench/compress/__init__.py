@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+from .. import models
 from . import bnb, gptq, magnitude, rtn, sparsegpt, wanda
 from . import calibration as calib
 from .hessian import Hessian
@@ -137,16 +138,11 @@ def compressed(lm, spec: CompressionSpec, calibration: calib.Calibration | None 
         with applied(lm.model, spec, calibration) as report:
             yield lm, report
         return
-    from .. import models
-
     check(spec, lm.model)
     t0 = time.perf_counter()
-    qlm = models.load_quantized(lm.name, bnb.config(spec, lm.dtype), lm.device, lm.dtype)
+    qlm = models.load(lm.name, lm.device, lm.dtype, quantization_config=bnb.config(spec, lm.dtype))
     report = {"spec": spec.label, "sparsity": 0.0, "layers": {},
               "seconds": time.perf_counter() - t0, "size": model_size(lm.model, spec),
               "loaded_bytes": bnb.footprint(qlm.model),
               "arithmetic": bnb.arithmetic(spec, lm)}
-    try:
-        yield qlm, report
-    finally:
-        del qlm
+    yield qlm, report

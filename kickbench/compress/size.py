@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from ..models import unique_parameters
 from .layers import target_linears, weight_matrix
 from .quant import packed_bits
 from .spec import BNB, WEIGHT_QUANT, CompressionSpec
@@ -48,11 +49,7 @@ def model_size(model: torch.nn.Module, spec: CompressionSpec) -> dict:
     linears = [weight_matrix(m) for _, m in target_linears(model)]
     layer_total = sum(layer_bits(spec, w) for w in linears)
     layer_params = sum(w.numel() for w in linears)
-    seen, params = set(), 0
-    for p in model.parameters():
-        if p.data_ptr() not in seen:  # tied weights count once
-            seen.add(p.data_ptr())
-            params += p.numel()
+    params = sum(p.numel() for p in unique_parameters(model))  # tied weights count once
     total = layer_total + (params - layer_params) * DENSE_BITS
     return {"bits_per_weight": layer_total / layer_params,
             "size_fraction": total / (params * DENSE_BITS),

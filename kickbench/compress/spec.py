@@ -13,6 +13,7 @@ PATTERN_RE = re.compile(r"^(\d+):(\d+)$")
 PRUNING = ("magnitude", "wanda", "sparsegpt")
 WEIGHT_QUANT = ("rtn", "gptq")                           # fake quantization, in place
 BNB = {"bnb-int8": 8, "bnb-nf4": 4, "bnb-fp4": 4}       # bitsandbytes, applied at load time
+QUANTIZATION = (*WEIGHT_QUANT, *BNB)
 QUANT_BITS = range(2, 9)
 # fields added after results were first stored: left out of the key while at their default,
 # so adding them did not orphan earlier results
@@ -65,7 +66,7 @@ class CompressionSpec:
             raise ValueError("method 'dense' takes no sparsity or pattern")
         if not 0 < self.damping < 1:
             raise ValueError(f"damping must be in (0, 1), got {self.damping!r}")
-        if self.method in WEIGHT_QUANT or self.method in BNB:
+        if self.method in QUANTIZATION:
             self._check_quantization()
         else:
             self._refuse("bits", "group_size", "symmetric", "act_order", "partial_groups",
@@ -114,7 +115,7 @@ class CompressionSpec:
         """'dense', 'pruning' or 'quantization'."""
         if self.is_dense:
             return "dense"
-        return "quantization" if self.method in WEIGHT_QUANT or self.method in BNB else "pruning"
+        return "quantization" if self.method in QUANTIZATION else "pruning"
 
     def canonical(self) -> "CompressionSpec":
         """A pruning spec that prunes nothing is the dense model: computed once, stored once."""
