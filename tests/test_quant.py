@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from kickbench import compress, models
-from kickbench.compress.gptq import gptq_quantize
+from kickbench.compress.gptq import gptq_quantize, quantize_layers
+from kickbench.compress.hessian import Hessian
 from kickbench.compress.layers import target_linears, weight_matrix
 from kickbench.compress.quant import grid_for, group_bounds, packed_bits, quantize, rtn
 from kickbench.compress.size import layer_bits, model_size
@@ -94,6 +95,22 @@ def test_gptq_error_below_rtn_on_correlated_inputs(bits, group_size, act_order):
     assert e_gptq < 0.8 * e_rtn, (e_gptq, e_rtn)
     for a, b in group_bounds(64, group_size) if not act_order else []:
         assert max(len(torch.unique(r)) for r in q[:, a:b]) <= 2**bits
+
+
+@pytest.mark.parametrize("group_size, act_order", [(None, False), (16, True)])
+def test_layers_sharing_an_input_are_quantized_as_if_one_by_one(group_size, act_order):
+    """q/k/v (gate/up) are swept as one stacked matrix: each must get its own GPTQ result."""
+    x = correlated_inputs()
+    H = 2 * x.T @ x / x.shape[0]
+    stats = Hessian(64)
+    stats.H = H
+    spec = CompressionSpec("gptq", bits=3, group_size=group_size, act_order=act_order)
+    ws = [weights(rows, 64, seed=rows) for rows in (32, 8, 8)]
+    alone = [gptq_quantize(w, H, 3, group_size, False, act_order)[0] for w in ws]
+    stats_out = quantize_layers(ws, stats, spec)  # edits ws in place
+    assert stats_out == [{"bits": 3}] * 3
+    for w, a in zip(ws, alone):
+        assert torch.allclose(w, a, atol=1e-5)
 
 
 @pytest.mark.parametrize("spec_kwargs, message", [

@@ -22,18 +22,25 @@ from .spec import BNB, WEIGHT_QUANT, CompressionSpec
 CALIBRATED = {
     "wanda": (wanda.InputNorms, wanda.prune_layer),
     "sparsegpt": (Hessian, sparsegpt.prune_layer),
-    "gptq": (Hessian, gptq.quantize_layer),
+    "gptq": (Hessian, gptq.quantize_layers),
 }
+# whose function takes all the layers fed one input at once (a list of weights -> list of stats)
+STACKED = {"gptq"}
 FAKE_QUANT_NOTE = ("fake quantization: weights are quantized then dequantized, so evaluation "
                    "runs in {dtype} on exactly the quantized values; size counts packed codes")
 
 
 def _calibrated(model, spec: CompressionSpec, calibration: calib.Calibration) -> dict:
-    collector, prune_layer = CALIBRATED[spec.method]
+    collector, fn = CALIBRATED[spec.method]
     calibration.captured(model)
+
+    def compress_layers(modules, stats):
+        ws = [weight_matrix(m) for m in modules]
+        return fn(ws, stats, spec) if spec.method in STACKED else [fn(w, stats, spec) for w in ws]
+
     return calib.walk_layers(model, calibration.inputs, calibration.kwargs,
                              collect=lambda m: collector(weight_matrix(m).shape[1]),
-                             compress_layer=lambda m, c: prune_layer(weight_matrix(m), c, spec))
+                             compress_layers=compress_layers)
 
 
 # name -> fn(model, spec, calibration) -> {layer name: {"sparsity": ..., ...}}

@@ -139,20 +139,23 @@ ERROR_SAMPLES = 4  # calibration windows on which reconstruction error is measur
 
 def walk_layers(model, inputs: list[torch.Tensor], kwargs: list[dict],
                 collect: Callable[[torch.nn.Module], object],
-                compress_layer: Callable[[torch.nn.Module, object], dict]) -> dict:
+                compress_layers: Callable[[list[torch.nn.Module], object], list[dict]]) -> dict:
     """Compress every decoder block in turn on calibration activations.
 
     collect(linear) makes a collector whose add_batch(x) sees the linear's inputs; linears fed
-    the same tensor (q/k/v, gate/up) share one collector. compress_layer(linear, collector)
-    edits the weight in place and returns its stats. Each layer's stats gain `error`:
+    the same tensor (q/k/v, gate/up) share one collector. compress_layers(linears, collector)
+    edits the weights of the linears sharing that collector in place and returns their stats. Each layer's stats gain `error`:
     ||W X - W' X|| / ||W X|| on the first ERROR_SAMPLES windows. Returns {layer name: stats}.
     """
     report = {}
     for (block, linears), block_kwargs in zip(block_linears(model), kwargs, strict=True):
         collectors = _collect(block, linears, inputs, block_kwargs, collect)
         dense = {name: weight_matrix(m).clone() for name, m in linears.items()}
-        for name, m in linears.items():
-            report[name] = compress_layer(m, collectors.pop(name))
+        shared: dict[int, tuple[object, list[str]]] = {}
+        for name, c in collectors.items():
+            shared.setdefault(id(c), (c, []))[1].append(name)
+        for c, names in shared.values():
+            report.update(zip(names, compress_layers([linears[n] for n in names], c)))
         errors = {name: [0.0, 0.0] for name in linears}
 
         def error_hooks():

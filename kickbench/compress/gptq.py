@@ -49,12 +49,18 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int, group_size: int |
     return W, used
 
 
-def quantize_layer(w: torch.Tensor, stats: Hessian, spec) -> dict:
-    """Quantize one [out, in] weight view in place (fake quantization)."""
-    new, used = gptq_quantize(w, stats.H.to(w.device), spec.bits, spec.group_size,
+def quantize_layers(ws: list[torch.Tensor], stats: Hessian, spec) -> list[dict]:
+    """Quantize [out, in] weight views that share one input (q/k/v, gate/up) in place.
+
+    Given H, GPTQ treats every row on its own (row grids, shared U), so the layers' rows are
+    stacked and swept once: the same result as one sweep per layer, for fewer column steps.
+    """
+    W = torch.cat([w.float() for w in ws])
+    new, used = gptq_quantize(W, stats.H.to(W.device), spec.bits, spec.group_size,
                               spec.symmetric, spec.act_order, spec.damping)
-    w.copy_(new.to(w.dtype))
+    for w, part in zip(ws, new.split([w.shape[0] for w in ws])):
+        w.copy_(part.to(w.dtype))
     out = {"bits": spec.bits}
     if used != spec.damping:
         out["damping_raised_to"] = used  # the Hessian was not positive definite
-    return out
+    return [dict(out) for _ in ws]
