@@ -29,7 +29,11 @@ def timed_ppl(model, wins) -> tuple[float, float]:
 
 
 def main():
-    args = arguments(__doc__).parse_args()
+    ap = arguments(__doc__)
+    ap.add_argument("--methods", default="rtn,gptq,bnb",
+                    help="subset of rtn, gptq, bnb (e.g. rerun gptq after a change)")
+    args = ap.parse_args()
+    wanted = set(args.methods.split(","))
     lm, cal, wins = setup(args)
     t_fwd = forward_seconds(lm.model, cal.tokens)
     dense, dense_tps = timed_ppl(lm.model, wins)
@@ -40,9 +44,10 @@ def main():
     print(f"{'setting':22} {'seconds':>8} {'x fwd':>6} {'ppl':>8} {'bits/w':>7} {'size':>6} "
           f"{'loaded MB':>9} {'tok/s':>6} {'layer err':>9}")
     ours = {}
-    specs = [CompressionSpec(m, **s) for s in SETTINGS for m in ("rtn", "gptq")]
-    specs += [CompressionSpec("bnb-int8"), CompressionSpec("bnb-nf4"),
-              CompressionSpec("bnb-nf4", double_quant=True)]
+    specs = [CompressionSpec(m, **s) for s in SETTINGS for m in ("rtn", "gptq") if m in wanted]
+    if "bnb" in wanted:
+        specs += [CompressionSpec("bnb-int8"), CompressionSpec("bnb-nf4"),
+                  CompressionSpec("bnb-nf4", double_quant=True)]
     for spec in specs:
         with compress.compressed(lm, spec, cal if compress.needs_calibration(spec) else None) \
                 as (clm, rep):

@@ -2,11 +2,11 @@
 onto the columns not yet quantized through the inverse layer Hessian.
 
 Follows IST-DASLab's gptq.py: dead inputs zeroed, diagonal damping, upper Cholesky factor of
-H^-1, lazy blocks, optional act-order (columns by decreasing H_jj). Two deliberate
-differences: a group's grid is computed from the group's *updated* weights (the reference
-reads them before the in-block updates), and lazy batches (obs.sweep) start at group starts.
-With act-order, groups are consecutive in the permuted order, as in the reference (desc_act
-without static groups).
+H^-1, lazy blocks, optional act-order (columns by decreasing H_jj). Every group's grid is
+computed from the weights before the sweep ("static groups", as llm-compressor does; the
+reference reads each group mid-sweep, after earlier columns' updates). Measured on SmolLM2 at
+w3 g64: WikiText-2 perplexity 121.4 with mid-sweep grids, 110.5 for llm-compressor's static
+ones. With act-order, groups are consecutive in the permuted order.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 
 from .hessian import Hessian, inverse_cholesky, without_dead_inputs
-from .obs import _array, sub_block, sweep, window
-from .quant import grid_for
+from .obs import _array, sweep
+from .quant import grid_for, group_bounds
 
 
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int, group_size: int | None,
@@ -28,22 +28,16 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int, group_size: int |
         W, H = W[:, perm], H[perm][:, perm]
     U, used = inverse_cholesky(H, damping)
     g = group_size or W.shape[1]
-    grid = [None, None, 0]  # scale, zero ([rows] arrays), maxq of the current group
+    grids = [grid_for(W[:, a:b], bits, symmetric) for a, b in group_bounds(W.shape[1], group_size)]
+    scale = [_array(gr.scale[:, 0].contiguous()) for gr in grids]
+    zero = [_array(gr.zero[:, 0].contiguous()) for gr in grids]
+    maxq = grids[0].maxq
 
-    def set_grid(cols):
-        gr = grid_for(cols, bits, symmetric)
-        grid[:] = _array(gr.scale[:, 0].contiguous()), _array(gr.zero[:, 0].contiguous()), gr.maxq
+    def fix(j, w, _block, _W):
+        k = j // g
+        return scale[k] * (((w / scale[k]).round() + zero[k]).clip(0, maxq) - zero[k])
 
-    if not group_size:
-        set_grid(W)
-
-    def fix(j, w, block, W):
-        if group_size and j % g == 0:
-            set_grid(window(j, g, block, W))
-        scale, zero, maxq = grid
-        return scale * (((w / scale).round() + zero).clip(0, maxq) - zero)
-
-    sweep(W, U, fix, sub_block(group_size))
+    sweep(W, U, fix)
     if perm is not None:
         W = W[:, torch.argsort(perm)]
     return W, used
