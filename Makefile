@@ -32,12 +32,16 @@ test: setup
 report: setup
 	$(VENV)/bin/kickbench report $(ARGS)
 
-# Peer tools for bench/ side-by-sides (llm-compressor pins an older transformers: own venv).
+# Peer tools for bench/ side-by-sides: llm-compressor pins an older transformers (own venv);
+# lm-eval runs in-memory models beside ours (main venv; bench only, so not in requirements.txt).
 PEERS := bench/.venv-peers
-peers: $(PEERS)/.kickbench-setup
+peers: $(PEERS)/.kickbench-setup $(VENV)/.kickbench-lm-eval
 $(PEERS)/.kickbench-setup: bench/requirements-peers.txt
 	test -x $(PEERS)/bin/python || python3 -m venv $(PEERS)
 	$(PEERS)/bin/python -m pip install -q -r bench/requirements-peers.txt
+	touch $@
+$(VENV)/.kickbench-lm-eval: $(STAMP)
+	$(PY) -m pip install -q lm-eval==0.4.13
 	touch $@
 
 clean-reports:

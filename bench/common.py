@@ -20,6 +20,7 @@ from kickbench.tasks import perplexity
 BENCH = Path(__file__).resolve().parent
 SHARED = BENCH.parents[1] / "shared" / "data"
 PEER_PYTHON = BENCH / ".venv-peers" / "bin" / "python"
+PPL_WINDOW = 512  # tokens per perplexity window in every benchmark table
 
 
 def arguments(doc: str) -> argparse.ArgumentParser:
@@ -40,7 +41,8 @@ def setup(args):
     lm = models.load(args.model)
     cspec = calib.CalibrationSpec(args.calib, args.nsamples, args.seqlen)
     cal = calib.prepare(lm.tokenizer, cspec).captured(lm.model)
-    wins = perplexity.windows(lm.tokenizer, perplexity.load(args.ppl_data))[: args.ppl_windows]
+    wins = [w["ids"] for w in perplexity.windows(lm.tokenizer, perplexity.load(args.ppl_data),
+                                                  PPL_WINDOW)[: args.ppl_windows]]
     print(f"{args.model} {lm.dtype}, {torch.get_num_threads()} threads; calibration "
           f"{args.nsamples}x{args.seqlen} tokens (hash {cal.hash})", flush=True)
     return lm, cal, wins

@@ -19,11 +19,17 @@ def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, report: bool = False) -> None:
     p.add_argument("--model", default="smollm2-135m", help="built-in name, HF id, folder or .gguf")
-    p.add_argument("--task", default="factoid")
-    p.add_argument("--data", default=None, help="JSONL path or HF dataset id (default: data/)")
-    p.add_argument("--template", default=None, help="prompt template of the task")
+    if report:
+        p.add_argument("--data", action="append", default=None,
+                       help="TASK=PATH (JSONL or HF dataset id), repeatable; a bare PATH is for "
+                            "the first task (default: the project's data/)")
+    else:
+        p.add_argument("--task", default="factoid", help="factoid, mmlu, icraqa, perplexity; "
+                                                          "name:template for another prompt")
+        p.add_argument("--data", default=None, help="JSONL path or HF dataset id (default: data/)")
+        p.add_argument("--template", default=None, help="prompt template of the task")
     p.add_argument("--limit", type=int, default=None, help="first N items only")
     p.add_argument("--store", default=None, help="results SQLite file (default: user data dir)")
     p.add_argument("--device", default=None)
@@ -87,7 +93,9 @@ def cmd_eval(args) -> None:
     specs = [_spec(args)]
     if args.baseline:
         specs.insert(0, CompressionSpec("dense"))
-    task = TaskSpec(args.task, data=args.data, template=args.template)
+    task = TaskSpec.parse(args.task, data=args.data)
+    if args.template:
+        task = TaskSpec(task.name, data=args.data, template=args.template)
     runs = sweep.plan([args.model], specs, [task])
     store = Store(args.store)
     frame = sweep.execute(runs, store, _settings(args))
@@ -127,15 +135,29 @@ def cmd_report(args) -> None:
               "sparsities": _floats(args.sparsities), "patterns": _names(args.patterns),
               "bits": [int(b) for b in _floats(args.bits)], "group_size": args.group_size,
               "symmetric": args.symmetric, "partial_groups": args.partial_groups,
-              "task": args.task, "data": args.data, "template": args.template,
+              "tasks": _names(args.tasks), "data": _task_data(args.data, _names(args.tasks)),
               "limit": args.limit, "metric": args.metric, "store_path": args.store,
               "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
               "seed": args.seed, "progress": False, "calib_data": args.calib_data,
               "nsamples": args.nsamples, "seqlen": args.seqlen, "ppl_data": args.ppl_data,
-              "ppl_windows": args.ppl_windows}
+              "ppl_windows": args.ppl_windows, "ppl_window": args.ppl_window}
     _validate_report(params)
     ipynb, html = report.render(params, out_dir=args.out, name=args.name)
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
+
+
+def _task_data(entries: list[str] | None, tasks: list[str]) -> dict[str, str]:
+    """--data PATH (for the first task) or --data TASK=PATH, repeatable -> {task name: source}."""
+    names = [t.partition(":")[0] for t in tasks]
+    out = {}
+    for entry in entries or []:
+        task, sep, source = entry.partition("=")
+        if not sep:
+            task, source = names[0], entry
+        if task not in names:
+            raise ValueError(f"--data {entry!r}: task {task!r} is not among --tasks ({', '.join(names)})")
+        out[task] = source
+    return out
 
 
 def _validate_report(params: dict) -> None:
@@ -147,7 +169,11 @@ def _validate_report(params: dict) -> None:
                        params["group_size"], params["symmetric"], params["partial_groups"])
     if params["ppl_windows"] < 0:
         raise ValueError(f"--ppl-windows must be >= 0, got {params['ppl_windows']}")
-    sweep.plan([params["model"]], specs, [TaskSpec(params["task"], params["data"], params["template"])])
+    tasks = [TaskSpec.parse(t, data=params["data"].get(t.partition(":")[0])) for t in params["tasks"]]
+    if not tasks:
+        raise ValueError("--tasks is empty; available: factoid, mmlu, icraqa (see `kickbench list`)")
+    tasks.append(TaskSpec("perplexity", window=params["ppl_window"]))
+    sweep.plan([params["model"]], specs, tasks)
 
 
 def _settings(args):
@@ -185,16 +211,22 @@ def main(argv=None) -> int:
     p.set_defaults(fn=cmd_compress)
 
     p = sub.add_parser("report", help="render the papermill report to reports/ (ipynb + HTML)")
-    _add_common(p)
+    _add_common(p, report=True)
     p.add_argument("--methods", default="magnitude")
     p.add_argument("--sparsities", default=DEMO_LEVELS)
     p.add_argument("--patterns", default="2:4", help="comma-separated N:M patterns, or ''")
-    p.add_argument("--metric", default="accuracy",
-                   choices=["accuracy", "exact_match", "legacy_accuracy"])
+    p.add_argument("--tasks", default="factoid",
+                   help="comma-separated: factoid, mmlu, icraqa; name:template for another prompt "
+                        "(icraqa:closed, mmlu:0-shot)")
+    p.add_argument("--metric", default=None,
+                   help="chart this metric where a task has it (e.g. legacy_accuracy); "
+                        "default: each task's headline metric")
     p.add_argument("--out", default="reports")
     p.add_argument("--name", default=None, help="file name stem (default: report-<time>)")
     p.add_argument("--ppl-data", default=None, help="perplexity text (default: data/heldout_text.jsonl)")
-    p.add_argument("--ppl-windows", type=int, default=4, help="512-token windows; 0 skips perplexity")
+    p.add_argument("--ppl-windows", type=int, default=4, help="perplexity windows; 0 skips perplexity")
+    p.add_argument("--ppl-window", type=int, default=None,
+                   help="tokens per perplexity window (default: the model's context, up to 2048)")
     _add_quantization(p, many_bits=True)
     _add_calibration(p)
     p.set_defaults(fn=cmd_report)

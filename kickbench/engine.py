@@ -136,10 +136,11 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], config: GenerationConf
 
 
 def iter_window_nll(model, windows: Sequence[Sequence[int]], batch_size: int = 8,
-                    progress: bool = True, desc: str = "perplexity"
-                    ) -> Iterator[list[tuple[int, float, int]]]:
+                    progress: bool = True, desc: str = "perplexity",
+                    skips: Sequence[int] | None = None) -> Iterator[list[tuple[int, float, int]]]:
     """Yield [(window index, summed NLL, scored tokens)] per batch; every token but each
-    window's first is scored against the window's own prefix."""
+    window's first is scored against the window's own prefix, except the first skips[i]
+    targets of window i (sliding windows score only their new tokens)."""
     device = next(model.parameters()).device
     bar = tqdm(total=len(windows), desc=desc, disable=not progress, unit="window")
     for start in range(0, len(windows), batch_size):
@@ -147,15 +148,164 @@ def iter_window_nll(model, windows: Sequence[Sequence[int]], batch_size: int = 8
         width = max(len(windows[i]) for i in idx)
         ids = torch.zeros((len(idx), width), dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
+        scored = torch.zeros((len(idx), width - 1), dtype=torch.long)
         for row, i in enumerate(idx):  # right padding: positions start at 0 for every window
             ids[row, :len(windows[i])] = torch.tensor(windows[i])
             mask[row, :len(windows[i])] = 1
-        ids, mask = ids.to(device), mask.to(device)
+            scored[row, (skips[i] if skips else 0):len(windows[i]) - 1] = 1
+        ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
             nll = torch.nn.functional.cross_entropy(
                 logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-            nll = (nll * mask[:, 1:]).sum(dim=1)
+            nll = (nll * scored).sum(dim=1)
         bar.update(len(idx))
-        yield [(i, nll[row].item(), int(mask[row, 1:].sum())) for row, i in enumerate(idx)]
+        yield [(i, nll[row].item(), int(scored[row].sum())) for row, i in enumerate(idx)]
     bar.close()
+
+
+# ---- log-likelihood of continuations (multiple choice, cloze) ----
+
+@dataclass(frozen=True)
+class Choice:
+    """Score each continuation after one shared context."""
+
+    context: str
+    continuations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChoiceResult:
+    logprobs: tuple[float, ...]  # summed log-probability of each continuation
+    tokens: tuple[int, ...]      # its token count
+    greedy: tuple[bool, ...]     # every token of it is the argmax (lm-eval's is_greedy)
+    next_token: str              # the greedy token after the context (legacy MMLU scoring)
+
+
+def encode_choice(tokenizer, request: Choice) -> tuple[list[int], list[list[int]]]:
+    """Context ids and each continuation's ids, split as lm-eval does: trailing whitespace of
+    the context moves to the continuation, and the continuation is what encoding the whole
+    text adds beyond the (stripped) context's own encoding."""
+    ctx = request.context.rstrip()
+    tail = request.context[len(ctx):]
+    ctx_ids = tokenizer(ctx)["input_ids"]
+    conts = []
+    for cont in request.continuations:
+        piece = tokenizer(ctx + tail + cont)["input_ids"][len(ctx_ids):]
+        if not piece:
+            raise ValueError(f"continuation {cont!r} encodes to no tokens after the context")
+        conts.append(piece)
+    return ctx_ids, conts
+
+
+def iter_loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size: int = 16,
+                       reuse_prefix: bool = True, progress: bool = True,
+                       desc: str = "loglikelihood") -> Iterator[list[tuple[int, ChoiceResult]]]:
+    """Yield [(request index, ChoiceResult)] per batch, longest contexts first.
+
+    Each context runs once (left-padded, explicit positions) and only its last position's
+    logits are computed: every single-token continuation is scored from that pass. Longer
+    continuations then continue from the context's KV cache (reuse_prefix) or, for
+    comparison, run as whole context + continuation rows."""
+    encoded = [encode_choice(tokenizer, r) for r in requests]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+    device = next(model.parameters()).device
+    bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="request")
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        ctxs = [encoded[i][0] for i in idx]
+        conts = [encoded[i][1] for i in idx]
+        long = any(len(c) > 1 for cs in conts for c in cs)
+        ids, mask = _left_pad(ctxs, tokenizer.pad_token_id or 0, device)
+        with torch.inference_mode():
+            out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
+                        use_cache=long and reuse_prefix, logits_to_keep=1)
+        last = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        first = [[(last[r, c[0]].item(), bool(last[r].argmax() == c[0])) for c in cs]
+                 for r, cs in enumerate(conts)]
+        rest = {}
+        if long:
+            rest = (_continue_from_cache(model, out.cache, mask, conts, device)
+                    if reuse_prefix else _concatenated(model, ctxs, conts, device))
+        results = []
+        for r, i in enumerate(idx):
+            lp, greedy = [], []
+            for k, c in enumerate(conts[r]):
+                l0, g0 = first[r][k]
+                l1, g1 = rest.get((r, k), (0.0, True))
+                lp.append(l0 + l1)
+                greedy.append(g0 and g1)
+            results.append((i, ChoiceResult(tuple(lp), tuple(len(c) for c in conts[r]),
+                                            tuple(greedy), tokenizer.decode([int(last[r].argmax())]))))
+        bar.update(len(idx))
+        yield results
+    bar.close()
+
+
+def _positions(mask: torch.Tensor, offset: torch.Tensor | int = 0) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (left padding)."""
+    return ((mask.cumsum(1) - 1).clamp(min=0) + offset).long()
+
+
+def _continuation_scores(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor):
+    """Per row: (sum of target log-probs, all targets greedy) over the valid positions."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, targets[..., None])[..., 0]
+    hits = (logp.argmax(-1) == targets) | ~valid
+    return (picked * valid).sum(1).tolist(), hits.all(1).tolist()
+
+
+def _continue_from_cache(model, cache, ctx_mask, conts, device) -> dict:
+    """Tokens 2.. of every multi-token continuation, fed after its context's cached keys."""
+    rows = [(r, k) for r, cs in enumerate(conts) for k, c in enumerate(cs) if len(c) > 1]
+    feed = [conts[r][k][:-1] for r, k in rows]
+    width = max(len(f) for f in feed)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    tgt = torch.zeros((len(rows), width), dtype=torch.long)
+    valid = torch.zeros((len(rows), width), dtype=torch.bool)
+    for j, ((r, k), f) in enumerate(zip(rows, feed)):
+        ids[j, :len(f)] = torch.tensor(f)
+        tgt[j, :len(f)] = torch.tensor(conts[r][k][1:])
+        valid[j, :len(f)] = True
+    ids, tgt, valid = ids.to(device), tgt.to(device), valid.to(device)
+    sel = torch.tensor([r for r, _ in rows], device=device)
+    cache.batch_select_indices(sel)
+    mask = torch.cat([ctx_mask[sel], valid.long()], 1)
+    pos = ctx_mask[sel].sum(1, keepdim=True) + torch.arange(width, device=device)[None]
+    with torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                       cache=cache, use_cache=True).logits
+    sums, greedy = _continuation_scores(logits, tgt, valid)
+    return {row: (s, g) for row, s, g in zip(rows, sums, greedy)}
+
+
+def _concatenated(model, ctxs, conts, device) -> dict:
+    """The same scores from context + continuation rows (no cache; right-padded)."""
+    rows = [(r, k) for r, cs in enumerate(conts) for k, c in enumerate(cs) if len(c) > 1]
+    seqs = [ctxs[r] + conts[r][k][:-1] for r, k in rows]
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    tgt = torch.zeros((len(rows), width), dtype=torch.long)
+    valid = torch.zeros((len(rows), width), dtype=torch.bool)
+    for j, ((r, k), s) in enumerate(zip(rows, seqs)):
+        n_ctx, c = len(ctxs[r]), conts[r][k]
+        ids[j, :len(s)] = torch.tensor(s)
+        tgt[j, n_ctx:len(s)] = torch.tensor(c[1:])
+        valid[j, n_ctx:len(s)] = True
+    ids, tgt, valid = ids.to(device), tgt.to(device), valid.to(device)
+    mask = (torch.arange(width, device=device)[None] < torch.tensor(
+        [len(s) for s in seqs], device=device)[:, None]).long()
+    with torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    sums, greedy = _continuation_scores(logits, tgt, valid)
+    return {row: (s, g) for row, s, g in zip(rows, sums, greedy)}
+
+
+def loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size: int = 16,
+                  reuse_prefix: bool = True, progress: bool = True) -> list[ChoiceResult]:
+    """ChoiceResults for all requests, in input order."""
+    out: list[ChoiceResult | None] = [None] * len(requests)
+    for batch in iter_loglikelihood(model, tokenizer, requests, batch_size, reuse_prefix, progress):
+        for i, res in batch:
+            out[i] = res
+    return out

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 MATCH_TOLERANCE = 0.05  # "matching": within 5% (relative) of the dense model, as in LLM-KICK
 METRIC_TITLES = {"accuracy": "accuracy (strict)", "exact_match": "exact match",
-                 "legacy_accuracy": "accuracy (LLM-KICK legacy)", "perplexity": "perplexity"}
+                 "legacy_accuracy": "accuracy (LLM-KICK legacy)", "perplexity": "perplexity",
+                 "f1": "token F1", "letter_accuracy": "accuracy (letter)",
+                 "cloze_accuracy": "accuracy (cloze)",
+                 "cloze_norm_accuracy": "accuracy (cloze, length-normalised)"}
 LOWER_IS_BETTER = {"perplexity"}
 
 
@@ -28,13 +33,13 @@ X_AXES = {
 
 def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | None = None,
                     model: str | None = None, title: str | None = None,
-                    x: str = "sparsity") -> go.Figure:
+                    x: str = "sparsity", task_label: str | None = None) -> go.Figure:
     """A metric against sparsity (pruning only) or against size (every family): a line per
     method and setting, CI error bars, the dense value and the matching band (perplexity:
     log axis, band above dense). Single settings (N:M, bitsandbytes) are markers."""
     if x not in X_AXES:
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
-    rows = select(frame, metric, task=task, model=model)
+    rows = select(frame, metric, task=task, model=model, task_label=task_label)
     if x == "sparsity":
         rows = rows[rows["family"] != "quantization"]
     if rows.empty:
@@ -87,3 +92,44 @@ def _dense_guides(fig: go.Figure, dense: float, prefix: str, lower_is_better: bo
     fig.add_trace(go.Scatter(x=list(span), y=[dense, dense], mode="lines",
                              line=dict(dash="dash", color="gray"),
                              name=f"{prefix}dense {dense:.3f}", hoverinfo="skip"))
+
+
+def small_multiples(frame: pd.DataFrame, panels: list[tuple[str, str]], x: str = "sparsity",
+                    model: str | None = None, title: str | None = None, cols: int = 2) -> go.Figure:
+    """One accuracy_figure per (task_label, metric) panel on a grid; a method keeps its colour
+    and legend entry across panels. Panels without results are left out."""
+    figs = []
+    for task_label, metric in panels:
+        try:
+            f = accuracy_figure(frame, metric, model=model, x=x, task_label=task_label)
+        except ValueError:
+            continue
+        figs.append((f"{task_label}: {METRIC_TITLES.get(metric, metric)}", metric, f))
+    if not figs:
+        raise ValueError(f"no results for any of the panels {panels}")
+    rows = -(-len(figs) // cols)
+    grid = make_subplots(rows=rows, cols=min(cols, len(figs)), subplot_titles=[t for t, _, _ in figs],
+                         horizontal_spacing=0.08, vertical_spacing=0.12 if rows > 1 else 0.2)
+    palette, colours, seen = plotly.colors.qualitative.Plotly, {}, set()
+    for k, (_, metric, f) in enumerate(figs):
+        r, c = k // cols + 1, k % cols + 1
+        for tr in f.data:
+            guide = tr.name.startswith(("dense", "matching band"))
+            key = "dense" if tr.name.startswith("dense") else tr.name
+            if not guide:
+                colour = colours.setdefault(key, palette[len(colours) % len(palette)])
+                tr.update(marker_color=colour, line_color=colour)
+            tr.update(legendgroup=key, showlegend=key not in seen)
+            if tr.name.startswith("dense"):
+                tr.name = "dense"
+            seen.add(key)
+            grid.add_trace(tr, row=r, col=c)
+        grid.update_xaxes(tickformat=".0%", row=r, col=c)
+        if metric in LOWER_IS_BETTER:
+            grid.update_yaxes(type="log", row=r, col=c)
+        else:
+            grid.update_yaxes(rangemode="tozero", row=r, col=c)
+    grid.update_layout(title=title or f"every task against {X_AXES[x]['title'].split(' (')[0]}",
+                       template="plotly_white", height=330 * rows + 120,
+                       legend=dict(orientation="h", y=-0.08))
+    return grid

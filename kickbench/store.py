@@ -102,16 +102,25 @@ class Store:
             spec, meta = json.loads(spec), json.loads(meta)
             parsed = CompressionSpec.from_key(spec)
             size = meta.get("compression", {}).get("size", {})
-            records.append({"key": key, "model": model, "task": task, **spec,
+            records.append({"key": key, "model": model, "task": task,
+                            "task_label": task_label(task, meta.get("template")), **spec,
                             "family": parsed.family, "setting": parsed.setting,
                             "label": parsed.label, "size_fraction": size.get("size_fraction"),
                             "bits_per_weight": size.get("bits_per_weight"),
                             "template": meta.get("template"), "data": meta.get("data_source"),
                             "n": n, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi})
-        columns = ["key", "model", "task", "method", "family", "setting", "label", "sparsity",
+        columns = ["key", "model", "task", "task_label", "method", "family", "setting", "label", "sparsity",
                    "pattern", "bits", "group_size", "size_fraction", "bits_per_weight",
                    "template", "data", "n", "metric", "value", "ci_low", "ci_high"]
         return pd.DataFrame.from_records(records, columns=columns)
+
+
+def task_label(task: str, template: str | None) -> str:
+    """'icraqa:closed' style names; the default template adds nothing (see TaskSpec.label)."""
+    from .tasks import TASKS
+
+    default = getattr(TASKS.get(task), "DEFAULT_TEMPLATE", None)
+    return task if template in (None, default) else f"{task}:{template}"
 
 
 def changed_answers(store: Store, base_key: str, key: str, n: int,

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from . import __version__, compress, models, stats
 from .compress import calibration
 from .compress.spec import CompressionSpec
-from .engine import iter_generate, iter_window_nll, render
+from .engine import iter_generate, iter_window_nll, loglikelihood, render
 from .store import Store, result_key
 from .tasks import TaskSpec
 from .tasks.data import items_hash
@@ -112,15 +113,24 @@ def run_key(lm: models.LoadedModel, spec: CompressionSpec, task: TaskSpec, data_
         "model": lm.fingerprint, "device": lm.device.type, "spec": spec.key(),
         "calibration": cal.hash if cal else None,
         "task": module.NAME, "task_version": module.VERSION, "data": data_hash,
-        "template": module.TEMPLATES[task.template_name], "decoding": _decoding(module),
+        "template": module.TEMPLATES[task.template_name], "decoding": _decoding(lm, task),
         "seed": seed, "kickbench": __version__, "torch": torch.__version__,
         "transformers": _transformers_version(),
     }
     return result_key(fields), fields
 
 
-def _decoding(module) -> dict:
-    return module.GENERATION.key() if module.KIND == "generate" else {"window": module.WINDOW}
+def _decoding(lm: models.LoadedModel, task: TaskSpec) -> dict:
+    module = task.module
+    if module.KIND == "generate":
+        return module.GENERATION.key()
+    if module.KIND == "choice":
+        return {"loglikelihood": True, "max_context": module.MAX_CONTEXT}
+    return {"window": window_of(lm, task), "stride": task.stride}
+
+
+def window_of(lm: models.LoadedModel, task: TaskSpec) -> int:
+    return task.window or task.module.default_window(lm.model.config)
 
 
 _WINDOWS: dict[tuple, list[dict]] = {}
@@ -132,8 +142,8 @@ def requests(lm: models.LoadedModel, task: TaskSpec, items: list[dict]) -> list[
         return items
     key = (lm.name, task)
     if key not in _WINDOWS:
-        wins = task.module.windows(lm.tokenizer, items)
-        _WINDOWS[key] = [{"id": f"window-{i}", "ids": w} for i, w in enumerate(wins)]
+        wins = task.module.windows(lm.tokenizer, items, window_of(lm, task), task.stride)
+        _WINDOWS[key] = [{"id": f"window-{i}", **w} for i, w in enumerate(wins)]
     return _WINDOWS[key]
 
 
@@ -175,10 +185,7 @@ def _run_spec(lm, spec, tasks, store, settings) -> list[tuple[str, int]]:
                     "compression": report, "weights": weights, "git": _git_hash(),
                     "time": time.time()}
             store.put_run(key, lm.name, spec.key(), task.name, meta)
-            if task.module.KIND == "rolling":
-                _rolling_missing(clm, task, items, key, store, settings)
-            else:
-                _generate_missing(clm, task, items, key, store, settings)
+            MISSING[task.module.KIND](clm, task, items, key, store, settings)
             _score(store, key, len(items), task)
     return done
 
@@ -197,13 +204,13 @@ def _generate_missing(lm, task, items, key, store, settings) -> None:
         for j, gen in batch:
             item = items[pending[j]]
             text = render(lm.tokenizer, prompts[j])[0]
-            records.append({"idx": pending[j], "item": item, "prompt": text, "output": gen.text,
+            records.append({"idx": pending[j], "item": _public(item), "prompt": text, "output": gen.text,
                             "metrics": module.score(item, text, gen.text),
                             "new_tokens": gen.new_tokens})
         store.add_samples(key, records)  # per batch: an interruption keeps what finished
 
 
-ROLLING_BATCH = 4  # windows per forward: 4 x 512 x 49k-vocab fp32 logits is ~0.4 GB
+ROLLING_TOKENS = 2048  # tokens per perplexity forward: 2048 x 49k-vocab fp32 logits is ~0.4 GB
 
 
 def _pending(store: Store, key: str, n: int) -> list[int]:
@@ -215,13 +222,46 @@ def _pending(store: Store, key: str, n: int) -> list[int]:
 def _rolling_missing(lm, task, items, key, store, settings) -> None:
     pending = _pending(store, key, len(items))
     wins = [items[i]["ids"] for i in pending]
-    batch_size = min(settings.batch_size, ROLLING_BATCH)
+    batch_size = max(1, min(settings.batch_size, ROLLING_TOKENS // max(map(len, wins), default=1)))
     for batch in iter_window_nll(lm.model, wins, batch_size, settings.progress,
-                                 f"{task.name} | {key[:8]}"):
+                                 f"{task.name} | {key[:8]}", [items[i]["skip"] for i in pending]):
         store.add_samples(key, [
             {"idx": pending[j], "item": {"id": items[pending[j]]["id"]}, "prompt": "",
              "output": "", "metrics": {"nll": nll, "tokens": t}, "new_tokens": 0}
             for j, nll, t in batch])
+
+
+CHOICE_CHUNK = 128  # items scored and stored together (an interruption loses at most these)
+
+
+def _choice_missing(lm, task, items, key, store, settings) -> None:
+    module, pending = task.module, _pending(store, key, len(items))
+    bar = tqdm(total=len(pending), desc=f"{task.name} | {key[:8]}", disable=not settings.progress,
+               unit="item")
+    for start in range(0, len(pending), CHOICE_CHUNK):
+        chunk = pending[start:start + CHOICE_CHUNK]
+        reqs = [module.requests(items[i], task.template_name, lm.tokenizer) for i in chunk]
+        flat = [(j, name, r) for j, rs in enumerate(reqs) for name, r in rs.items()]
+        results = loglikelihood(lm.model, lm.tokenizer, [r for _, _, r in flat],
+                                settings.batch_size, progress=False)
+        per_item: list[dict] = [{} for _ in chunk]
+        for (j, name, _), res in zip(flat, results):
+            per_item[j][name] = res
+        store.add_samples(key, [
+            {"idx": i, "item": _public(items[i]), "prompt": reqs[j][next(iter(reqs[j]))].context,
+             "output": module.answer_text(items[i], per_item[j]),
+             "metrics": module.score(items[i], per_item[j]), "new_tokens": 0}
+            for j, i in enumerate(chunk)])
+        bar.update(len(chunk))
+    bar.close()
+
+
+def _public(item: dict) -> dict:
+    """The item as stored with a sample: without private fields (e.g. MMLU's shots)."""
+    return {k: v for k, v in item.items() if not k.startswith("_")}
+
+
+MISSING = {"generate": _generate_missing, "choice": _choice_missing, "rolling": _rolling_missing}
 
 
 def _score(store: Store, key: str, n: int, task: TaskSpec) -> None:

@@ -23,9 +23,36 @@ def test_window_nll_matches_the_model_loss(tiny):
 def test_windows_are_non_overlapping_and_full(tiny):
     tok = tiny("tiny-llama").tokenizer
     wins = perplexity.windows(tok, [{"id": "t", "text": "word " * 1000}], window=64)
-    assert all(len(w) == 64 for w in wins)
+    assert all(len(w["ids"]) == 64 and w["skip"] == 0 for w in wins)
     ids = tok("word " * 1000, add_special_tokens=False)["input_ids"]
-    assert sum(wins, []) == ids[:64 * len(wins)]
+    assert sum((w["ids"] for w in wins), []) == ids[:64 * len(wins)]
+
+
+def test_sliding_windows_score_each_token_once_with_more_context(tiny):
+    """Stride 16 in windows of 64: the NLL of every scored token equals a direct computation
+    of that token with up to 63 tokens of context, and no token is scored twice."""
+    lm = tiny("tiny-llama")
+    text = " ".join(f"w{i % 37}" for i in range(150))
+    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    wins = perplexity.windows(lm.tokenizer, [{"id": "t", "text": text}], window=64, stride=16)
+    out = [r for b in iter_window_nll(lm.model, [w["ids"] for w in wins], 4, progress=False,
+                                      skips=[w["skip"] for w in wins]) for r in b]
+    starts = [i * 16 for i in range(len(wins))]
+    assert [w["ids"] for w in wins] == [ids[s:s + 64] for s in starts]
+    assert sum(t for _, _, t in out) == starts[-1] + 63  # targets 1..last, once each
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(input_ids=torch.tensor([ids[32:96]])).logits[0].float(), -1)
+    last16 = -sum(logp[t, ids[32 + t + 1]].item() for t in range(47, 63))
+    assert out[2][1] == pytest.approx(last16, rel=1e-4) and out[2][2] == 16
+
+
+def test_default_window_is_the_models_context_up_to_2048(tiny):
+    lm = tiny("tiny-llama")
+    assert perplexity.default_window(lm.model.config) == min(lm.model.config.max_position_embeddings, 2048)
+    with pytest.raises(ValueError, match="stride"):
+        TaskSpec("perplexity", window=64, stride=65)
+    with pytest.raises(ValueError, match="perplexity task"):
+        TaskSpec("factoid", window=64)
 
 
 def test_perplexity_task_in_a_sweep(tmp_path, store):

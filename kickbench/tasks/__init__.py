@@ -1,25 +1,31 @@
-"""Task families. Each module has NAME, VERSION, KIND, TEMPLATES, SCORINGS and load; `generate`
-tasks add GENERATION, prompt and score; `rolling` tasks add WINDOW and windows."""
+"""Task families. Each module has NAME, VERSION, KIND, TEMPLATES, SCORINGS, HEADLINE (the metric
+a chart shows) and load. By KIND: `generate` tasks add GENERATION, prompt and score(item,
+prompt, output); `choice` tasks add requests(item, template, tokenizer) -> {name: Choice},
+score(item, results) and answer_text; `rolling` tasks add default_window and windows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import factoid, perplexity
+from . import factoid, icraqa, mmlu, perplexity
 
-TASKS = {factoid.NAME: factoid, perplexity.NAME: perplexity}
+TASKS = {m.NAME: m for m in (factoid, mmlu, icraqa, perplexity)}
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     """Which task, on which data (None = the project's set), with which prompt template, on
     how many items (None = Settings.limit). The limit is not part of a result's key: scores
-    are stored per number of items, and a larger limit only computes the new items."""
+    are stored per number of items, and a larger limit only computes the new items.
+    Perplexity only: window (tokens; None = the model's context up to 2048) and stride
+    (None = non-overlapping windows)."""
 
     name: str = "factoid"
     data: str | None = None
     template: str | None = None
     limit: int | None = None
+    window: int | None = None
+    stride: int | None = None
 
     def __post_init__(self):
         if self.name not in TASKS:
@@ -28,6 +34,24 @@ class TaskSpec:
         if self.template is not None and self.template not in module.TEMPLATES:
             raise ValueError(f"unknown template {self.template!r} for task {self.name}; "
                              f"available: {', '.join(module.TEMPLATES)}")
+        if (self.window or self.stride) and module.KIND != "rolling":
+            raise ValueError(f"window/stride apply to the perplexity task, not {self.name}")
+        if self.window is not None and self.window < 2:
+            raise ValueError(f"window must be >= 2 tokens, got {self.window}")
+        if self.stride is not None and not 0 < self.stride <= (self.window or 2**31):
+            raise ValueError(f"stride must be in 1..window, got {self.stride}")
+
+    @classmethod
+    def parse(cls, text: str, **kw) -> "TaskSpec":
+        """'name' or 'name:template' (e.g. icraqa:closed, mmlu:0-shot)."""
+        name, _, template = text.partition(":")
+        return cls(name.strip(), template=template.strip() or None, **kw)
+
+    @property
+    def label(self) -> str:
+        """How charts and tables name this task: the name, plus the template if not default."""
+        t = self.template_name
+        return self.name if t == self.module.DEFAULT_TEMPLATE else f"{self.name}:{t}"
 
     @property
     def module(self):

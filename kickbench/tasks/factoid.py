@@ -33,6 +33,7 @@ TEMPLATES = {
 DEFAULT_TEMPLATE = "fewshot"
 # headline metric per scoring mode
 SCORINGS = {"strict": "accuracy", "em": "exact_match", "legacy": "legacy_accuracy"}
+HEADLINE = "accuracy"
 
 
 def load(source: str | Path | None = None) -> list[dict]:

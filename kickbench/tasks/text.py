@@ -37,3 +37,22 @@ def legacy_match(prompt: str, answer: str, aliases: list[str]) -> bool:
     """
     hay = (prompt + answer).lower().replace(" ", "")
     return any(a.lower().replace(" ", "") in hay for a in aliases if a.strip())
+
+
+def token_f1(answer: str, aliases: list[str]) -> float:
+    """SQuAD token F1 of the answer's first line, max over aliases; an empty answer scores 0."""
+    pred = normalize(first_line(answer)).split()
+    best = 0.0
+    for gold in (normalize(a).split() for a in aliases):
+        common = sum(min(pred.count(t), gold.count(t)) for t in set(pred) & set(gold))
+        if pred and gold and common:
+            p, r = common / len(pred), common / len(gold)
+            best = max(best, 2 * p * r / (p + r))
+    return best
+
+
+def legacy_two_way(answer: str, aliases: list[str]) -> bool:
+    """LLM-KICK's ICR-QA "EM": prediction inside an alias or an alias inside the prediction
+    (normalised). An empty prediction is inside every alias, so it counts as right."""
+    pred = normalize(answer)
+    return any(pred in normalize(a) or normalize(a) in pred for a in aliases)

@@ -1,0 +1,166 @@
+"""MMLU letter and cloze scoring: kickbench next to lm-eval on the same items and prompts.
+
+    .venv/bin/python bench/mmlu_parity.py [--n 1000 --shots 0,5 --batch-size 16]
+
+Needs lm-eval in the main venv (`make peers`). Both score the same in-memory model at the
+same dtype and batch size on the same prompts: kickbench's own (Hendrycks letter format and
+the question/answer cloze format, shots dropped to fit), handed to lm-eval through a task
+YAML over a JSONL this script writes. Prints accuracy of both (and how many items' predictions
+differ), items per second, and scored tokens per second against the floor set by this
+machine's measured matmul rate (baseline measured in the same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import SHARED
+
+from kickbench import models
+from kickbench.engine import encode_choice, loglikelihood
+from kickbench.tasks import mmlu
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+YAML = """task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{{field}}}}}"
+doc_to_choice: {choices}
+doc_to_target: answer
+num_fewshot: 0
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+def matmul_gflops(dtype: torch.dtype, seconds: float = 3.0) -> float:
+    """This machine's sustained GEMM rate at a transformer-layer shape (the floor's baseline)."""
+    a, b = torch.randn(2048, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+    a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * 2048 * 576 * 1536 * n / (time.perf_counter() - t0) / 1e9
+
+
+def model_flops(model, tokens: int, logit_rows: int, attn_token_pairs: int) -> float:
+    """Matmul FLOPs of a forward: 2 per weight per token in the blocks, the LM head on the
+    rows whose logits are computed, and QK^T + AV over the attended pairs."""
+    cfg = model.config
+    emb = model.get_input_embeddings().weight
+    blocks = sum(p.numel() for n, p in model.named_parameters()
+                 if p.dim() == 2 and p is not emb and "lm_head" not in n)
+    return 2 * blocks * tokens + 2 * emb.numel() * logit_rows \
+        + 4 * cfg.num_hidden_layers * cfg.hidden_size * attn_token_pairs
+
+
+def ours(lm, reqs, batch_size):
+    t0 = time.perf_counter()
+    res = loglikelihood(lm.model, lm.tokenizer, reqs, batch_size, progress=False)
+    return res, time.perf_counter() - t0
+
+
+def theirs(lm, rows, field, choices, batch_size, tmp: Path):
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    data = tmp / f"{field}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    name = f"kb_{field}"
+    (tmp / f"{name}.yaml").write_text(YAML.format(name=name, path=data, field=field, choices=choices))
+    hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size)
+    t0 = time.perf_counter()
+    out = simple_evaluate(model=hflm, tasks=[name], task_manager=TaskManager(include_path=str(tmp)),
+                          log_samples=True, verbosity="WARNING")
+    secs = time.perf_counter() - t0
+    samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
+    return out["results"][name], samples, secs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--data", default=str(SHARED / "mmlu" / "test.jsonl"))
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--shots", default="0,5")
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args()
+    lm = models.load(args.model)
+    items = mmlu.load(args.data)[: args.n]
+    gf = {str(d).split(".")[-1]: matmul_gflops(d) for d in (torch.float32, torch.bfloat16)}
+    print(f"{args.model} {lm.dtype}, {torch.get_num_threads()} threads, batch {args.batch_size}; "
+          f"{len(items)} MMLU test items over {len({i['subject'] for i in items})} subjects; "
+          f"matmul floor: fp32 {gf['float32']:.0f} GFLOP/s, bf16 {gf['bfloat16']:.0f} GFLOP/s")
+    print(f"{'setting':16} {'ours acc':>8} {'lm-eval':>8} {'diff pts':>8} {'pred. differ':>12} "
+          f"{'ours it/s':>9} {'lm-eval it/s':>12} {'speed-up':>8} {'ours tok/s':>10} {'of fp32 floor':>13}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for template in (f"{s}-shot" for s in args.shots.split(",")):
+            if template not in mmlu.TEMPLATES:
+                raise SystemExit(f"--shots takes 0 and/or 5, got {template}")
+            t0 = time.perf_counter()
+            reqs = [mmlu.requests(it, template, lm.tokenizer) for it in items]
+            build = time.perf_counter() - t0
+            rows = [{"letter": r["letter"].context, "cloze": r["cloze"].context,
+                     "choices": it["choices"], "answer": it["answer"]} for r, it in zip(reqs, items)]
+            for kind, choices in (("letter", '["A", "B", "C", "D"]'), ("cloze", '"{{choices}}"')):
+                mine, secs = ours(lm, [r[kind] for r in reqs], args.batch_size)
+                secs += build / 2
+                res, samples, their_secs = theirs(lm, rows, kind, choices, args.batch_size, Path(tmp))
+                for metric, norm in (("acc", False), ("acc_norm", True)):
+                    if kind == "letter" and norm:
+                        continue
+                    preds = [_pred(m.logprobs, it["choices"] if norm else None) for m, it in zip(mine, items)]
+                    acc = sum(p == it["answer"] for p, it in zip(preds, items)) / len(items)
+                    their_preds = [_pred([float(x[0]) for x in s["filtered_resps"]],
+                                         it["choices"] if norm else None) for s, it in zip(samples, items)]
+                    differ = sum(a != b for a, b in zip(preds, their_preds))
+                    tok = _tokens(lm, [r[kind] for r in reqs])
+                    flops = model_flops(lm.model, *tok)
+                    label = f"{template} {kind}{' norm' if norm else ''}"
+                    print(f"{label:16} {acc:8.3f} {res[metric + ',none']:8.3f} "
+                          f"{100 * (acc - res[metric + ',none']):+8.2f} {differ:12d} "
+                          f"{len(items) / secs:9.2f} {len(items) / their_secs:12.2f} "
+                          f"{their_secs / secs:7.2f}x {tok[0] / secs:10.0f} "
+                          f"{flops / secs / 1e9 / gf['float32']:13.0%}", flush=True)
+
+
+def _pred(logprobs, choices=None) -> int:
+    vals = [lp / len(c) for lp, c in zip(logprobs, choices)] if choices else list(logprobs)
+    return max(range(len(vals)), key=lambda i: vals[i])
+
+
+def _tokens(lm, reqs) -> tuple[int, int, int]:
+    """(tokens through the model, rows of logits, attended pairs) of our scoring: each context
+    once with its last logits, multi-token continuations after it with all their logits."""
+    tokens = rows = pairs = 0
+    for r in reqs:
+        ctx, conts = encode_choice(lm.tokenizer, r)
+        tokens += len(ctx)
+        rows += 1
+        pairs += len(ctx) * (len(ctx) + 1) // 2
+        for c in conts:
+            if len(c) > 1:
+                tokens += len(c) - 1
+                rows += len(c) - 1
+                pairs += sum(len(ctx) + k for k in range(1, len(c)))
+    return tokens, rows, pairs
+
+
+if __name__ == "__main__":
+    main()
