@@ -2,7 +2,7 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kickbench-setup
-DEMO_LIMIT ?= 30
+DEMO_LIMIT ?= 16
 
 .PHONY: setup demo test report peers clean-reports
 
@@ -18,13 +18,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Sized to stay under 5 minutes on 2 CPU cores (README): every task on 30 items (MMLU 0-shot),
-# 8 x 128 calibration tokens, one perplexity window; Wanda at two levels plus 2:4 and RTN at
+# Sized to stay under 5 minutes on 2 CPU cores (README): every task on 16 items (MMLU 0-shot),
+# 8 x 128 calibration tokens, one 512-token perplexity window; Wanda at two levels, 2:4, RTN at
 # 4 and 3 bits (magnitude, SparseGPT and GPTQ are one `kickbench report --methods` away).
 demo: setup
 	$(VENV)/bin/kickbench report --model smollm2-135m --methods wanda,rtn --sparsities 0.3,0.5 \
 		--patterns 2:4 --bits 4,3 --tasks factoid,mmlu:0-shot,icraqa,icraqa:closed \
-		--nsamples 8 --seqlen 128 --ppl-windows 1 --limit $(DEMO_LIMIT) --name demo
+		--nsamples 8 --seqlen 128 --ppl-windows 1 --ppl-window 512 --limit $(DEMO_LIMIT) --name demo
 
 test: setup
 	$(PY) -m pytest -q
