@@ -6,7 +6,8 @@ Needs lm-eval in the main venv (`make peers`). Both score the same in-memory mod
 same dtype and batch size on the same prompts: kickbench's own (Hendrycks letter format and
 the question/answer cloze format, shots dropped to fit), handed to lm-eval through a task
 YAML over a JSONL this script writes. Prints accuracy of both (and how many items' predictions
-differ), items per second, and scored tokens per second against the floor set by this
+differ), items per second (lm-eval: its loglikelihood calls only, not task setup; ours with
+prompt building), and scored tokens per second against the floor set by this
 machine's measured matmul rate (baseline measured in the same run); for cloze also the two
 ways to score multi-token options, KV-cache reuse (default) vs context + option rows.
 """
@@ -86,12 +87,21 @@ def theirs(lm, rows, field, choices, batch_size, tmp: Path):
     name = f"kb_{field}"
     (tmp / f"{name}.yaml").write_text(YAML.format(name=name, path=data, field=field, choices=choices))
     hflm = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size)
+    scoring, inner = [0.0], hflm.loglikelihood
+
+    def timed(requests, *a, **kw):  # its scoring alone, without task setup
+        t = time.perf_counter()
+        out = inner(requests, *a, **kw)
+        scoring[0] += time.perf_counter() - t
+        return out
+
+    hflm.loglikelihood = timed
     t0 = time.perf_counter()
     out = simple_evaluate(model=hflm, tasks=[name], task_manager=TaskManager(include_path=str(tmp)),
                           log_samples=True, verbosity="WARNING")
-    secs = time.perf_counter() - t0
+    total = time.perf_counter() - t0
     samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
-    return out["results"][name], samples, secs
+    return out["results"][name], samples, scoring[0], total
 
 
 def main():
@@ -129,7 +139,11 @@ def main():
                           f"option rows: {concat_secs:.1f} s ({concat_secs / secs:.2f}x); "
                           f"max log-prob difference {gap:.1e}", flush=True)
                 secs += build / 2
-                res, samples, their_secs = theirs(lm, rows, kind, choices, args.batch_size, Path(tmp))
+                res, samples, their_secs, their_total = theirs(lm, rows, kind, choices,
+                                                               args.batch_size, Path(tmp))
+                print(f"  {template} {kind}: lm-eval scoring {their_secs:.1f} s of {their_total:.1f} s "
+                      f"in simple_evaluate; ours {secs:.1f} s (+{build / 2:.1f} s building prompts)",
+                      flush=True)
                 for metric, norm in (("acc", False), ("acc_norm", True)):
                     if kind == "letter" and norm:
                         continue
