@@ -68,6 +68,13 @@ def shared_prefix_len(encoded: Sequence[Sequence[int]]) -> int:
     return n if n >= MIN_SHARED_PREFIX else 0
 
 
+def prefix_sharing_safe(model) -> bool:
+    """A shared prefix puts padding between it and each suffix; sliding-window attention counts
+    window slots, not tokens, so padding there would change what a token sees (Gemma 3)."""
+    cfg = model.config
+    return not (getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True))
+
+
 def _left_pad(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(ids) for ids in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -88,7 +95,7 @@ def iter_generate(model, tokenizer, prompts: Sequence[Prompt], config: Generatio
     # A few-shot preamble shared by every prompt is encoded once for the whole request set
     # (not per batch, so results cannot depend on batching); each batch gets a copy of its
     # KV cache and its suffixes are left-padded after it.
-    n_shared = shared_prefix_len(encoded)
+    n_shared = shared_prefix_len(encoded) if prefix_sharing_safe(model) else 0
     shared = _prefix_cache(model, encoded[0][:n_shared], device) if n_shared else None
     # Stop strings are checked on decoded text, so a stop that spans tokens still stops.
     stop_kwargs = {"stop_strings": list(config.stop), "tokenizer": tokenizer} if config.stop else {}
@@ -198,17 +205,23 @@ def encode_choice(tokenizer, request: Choice) -> tuple[list[int], list[list[int]
     return ctx_ids, conts
 
 
+PREFIX_KEY = 64  # tokens: requests are grouped by their first tokens, then sorted by length
+
+
 def iter_loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size: int = 16,
                        reuse_prefix: bool = True, progress: bool = True,
                        desc: str = "loglikelihood") -> Iterator[list[tuple[int, ChoiceResult]]]:
-    """Yield [(request index, ChoiceResult)] per batch, longest contexts first.
+    """Yield [(request index, ChoiceResult)] per batch.
 
     Each context runs once (left-padded, explicit positions) and only its last position's
-    logits are computed: every single-token continuation is scored from that pass. Longer
-    continuations then continue from the context's KV cache (reuse_prefix) or, for
-    comparison, run as whole context + continuation rows."""
+    logits are computed: every single-token continuation is scored from that pass. Requests
+    are grouped by their opening tokens, so a batch's common prefix (a k-shot preamble) is
+    encoded once and its KV cache shared (reuse_prefix). Longer continuations then continue
+    from each context's KV cache (reuse_prefix) or, for comparison, run as whole context +
+    continuation rows."""
     encoded = [encode_choice(tokenizer, r) for r in requests]
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+    order = sorted(range(len(encoded)),
+                   key=lambda i: (encoded[i][0][:PREFIX_KEY], -len(encoded[i][0])))
     device = next(model.parameters()).device
     bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="request")
     for start in range(0, len(order), batch_size):
@@ -216,16 +229,13 @@ def iter_loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size:
         ctxs = [encoded[i][0] for i in idx]
         conts = [encoded[i][1] for i in idx]
         long = any(len(c) > 1 for cs in conts for c in cs)
-        ids, mask = _left_pad(ctxs, tokenizer.pad_token_id or 0, device)
-        with torch.inference_mode():
-            out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
-                        use_cache=long and reuse_prefix, logits_to_keep=1)
-        last = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        last, cache, mask = _score_contexts(model, ctxs, tokenizer.pad_token_id or 0, device,
+                                            share=reuse_prefix, keep_cache=long and reuse_prefix)
         first = [[(last[r, c[0]].item(), bool(last[r].argmax() == c[0])) for c in cs]
                  for r, cs in enumerate(conts)]
         rest = {}
         if long:
-            rest = (_continue_from_cache(model, out.cache, mask, conts, device)
+            rest = (_continue_from_cache(model, cache, mask, conts, device)
                     if reuse_prefix else _concatenated(model, ctxs, conts, device))
         results = []
         for r, i in enumerate(idx):
@@ -240,6 +250,22 @@ def iter_loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size:
         bar.update(len(idx))
         yield results
     bar.close()
+
+
+def _score_contexts(model, ctxs, pad_id, device, share: bool, keep_cache: bool):
+    """Last-position log-probs of each context ([B, vocab]), its KV cache (if kept) and the
+    attention mask the cache goes with. A common prefix of the batch runs once (share)."""
+    n = shared_prefix_len(ctxs) if share and prefix_sharing_safe(model) else 0
+    cache = _prefix_cache(model, ctxs[0][:n], device) if n else None
+    if cache is not None:
+        cache.batch_repeat_interleave(len(ctxs))
+    ids, smask = _left_pad([c[n:] for c in ctxs], pad_id, device)
+    mask = torch.cat([torch.ones((len(ctxs), n), dtype=smask.dtype, device=device), smask], 1)
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(smask, n),
+                    cache=cache, use_cache=keep_cache or cache is not None, logits_to_keep=1)
+    last = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+    return last, out.cache if keep_cache else None, mask
 
 
 def _positions(mask: torch.Tensor, offset: torch.Tensor | int = 0) -> torch.Tensor:

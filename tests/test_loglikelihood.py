@@ -64,3 +64,39 @@ def test_trailing_space_of_a_context_moves_to_the_continuation(tiny):
     assert a == b
 
 
+
+
+PREAMBLE = ("The following are questions about small numbers and the colours of common things, "
+            "answered briefly by a helpful assistant.\n\n")
+SHARED = [Choice(PREAMBLE + q, conts) for q, conts in [
+    ("What colour is grass?\nAnswer:", (" green", " blue", " a kind of red")),
+    ("What is one plus one?\nAnswer:", (" two", " three")),
+    ("Name a colour.\nAnswer:", (" A", " B", " C", " D")),
+    ("What colour is the sky on a clear day at noon?\nAnswer:", (" blue", " grey")),
+]]
+
+
+@pytest.mark.parametrize("family", ["tiny-llama", "tiny-gpt2", "tiny-qwen2"])
+def test_a_shared_preamble_runs_once_and_changes_no_score(tiny, family):
+    lm = tiny(family)
+    shapes = []
+    hook = lm.model.register_forward_pre_hook(
+        lambda m, args, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    try:
+        shared = loglikelihood(lm.model, lm.tokenizer, SHARED, batch_size=16, progress=False)
+    finally:
+        hook.remove()
+    prefix = len(lm.tokenizer(PREAMBLE.rstrip())["input_ids"]) - 1
+    assert shapes[0][0] == 1 and shapes[0][1] >= prefix  # the preamble, once
+    assert shapes[1][0] == len(SHARED) and shapes[1][1] < 20  # then only the questions
+    for r, s in zip(SHARED, shared):
+        sums, greedy = direct(lm, r)
+        assert s.logprobs == pytest.approx(sums, abs=2e-4) and s.greedy == tuple(greedy)
+
+
+def test_sliding_window_models_do_not_share_a_prefix(tiny):
+    """Padding between a shared prefix and the suffixes would shift Gemma 3's window."""
+    lm = tiny("tiny-gemma3")
+    shared = loglikelihood(lm.model, lm.tokenizer, SHARED, batch_size=16, progress=False)
+    for r, s in zip(SHARED, shared):
+        assert s.logprobs == pytest.approx(direct(lm, r)[0], abs=2e-4)
