@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import asdict, dataclass
 from typing import Iterator, Sequence
 
@@ -224,8 +225,7 @@ def iter_loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size:
                    key=lambda i: (encoded[i][0][:PREFIX_KEY], -len(encoded[i][0])))
     device = next(model.parameters()).device
     bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="request")
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in _batches(order, [e[0] for e in encoded], batch_size):
         ctxs = [encoded[i][0] for i in idx]
         conts = [encoded[i][1] for i in idx]
         long = any(len(c) > 1 for cs in conts for c in cs)
@@ -250,6 +250,21 @@ def iter_loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size:
         bar.update(len(idx))
         yield results
     bar.close()
+
+
+def _batches(order: list[int], ctxs: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+    """Batches of up to batch_size. Requests whose first PREFIX_KEY tokens agree (one
+    subject's k-shot preamble; `order` sorts them together) are batched only with each other,
+    so the preamble is encoded once per batch; the rest are pooled, longest first."""
+    pool = []
+    for _, run in itertools.groupby(order, key=lambda i: tuple(ctxs[i][:PREFIX_KEY])):
+        run = list(run)
+        if len(run) == 1:
+            pool += run
+        else:
+            yield from (run[k:k + batch_size] for k in range(0, len(run), batch_size))
+    pool.sort(key=lambda i: -len(ctxs[i]))
+    yield from (pool[k:k + batch_size] for k in range(0, len(pool), batch_size))
 
 
 def _score_contexts(model, ctxs, pad_id, device, share: bool, keep_cache: bool):

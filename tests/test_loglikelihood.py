@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kickbench.engine import Choice, encode_choice, loglikelihood
+from kickbench.engine import Choice, _batches, encode_choice, loglikelihood
 
 REQUESTS = [
     Choice("The capital of France is", (" Paris", " Lyon", " the city of Marseille")),
@@ -100,3 +100,10 @@ def test_sliding_window_models_do_not_share_a_prefix(tiny):
     shared = loglikelihood(lm.model, lm.tokenizer, SHARED, batch_size=16, progress=False)
     for r, s in zip(SHARED, shared):
         assert s.logprobs == pytest.approx(direct(lm, r)[0], abs=2e-4)
+
+
+def test_requests_sharing_a_long_preamble_are_batched_together():
+    a, b = list(range(100)), [7] * 100  # two "subjects": 100-token preambles
+    ctxs = [a + [1000 + i] for i in range(3)] + [b + [2000 + i] for i in range(3)] + [[5, i] for i in range(4)]
+    assert list(_batches(list(range(10)), ctxs, 16)) == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    assert list(_batches(list(range(10)), ctxs, 2)) == [[0, 1], [2], [3, 4], [5], [6, 7], [8, 9]]
