@@ -150,7 +150,7 @@ def _task_data(entries: list[str] | None, tasks: list[str]) -> dict[str, str]:
     """--data PATH (for the first task) or --data TASK=PATH, repeatable -> {task name: source}."""
     names = [t.partition(":")[0] for t in tasks]
     out = {}
-    for entry in entries or []:
+    for entry in (entries or []) if names else []:  # no tasks: _validate_report says so
         task, sep, source = entry.partition("=")
         if not sep:
             task, source = names[0], entry

@@ -21,6 +21,18 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     assert "unknown compression method 'sparsegptt'" in capsys.readouterr().err
 
 
+def test_report_task_flags_are_checked_before_any_work(tmp_path, capsys):
+    out = str(tmp_path)
+    assert main(["report", "--tasks", "mmlu,icraqa:open-book", "--out", out]) == 2
+    assert "unknown template 'open-book' for task icraqa" in capsys.readouterr().err
+    assert main(["report", "--tasks", "mmlu", "--data", "factoid=x.jsonl", "--out", out]) == 2
+    assert "task 'factoid' is not among --tasks (mmlu)" in capsys.readouterr().err
+    assert main(["report", "--tasks", "", "--out", out]) == 2
+    assert "--tasks is empty" in capsys.readouterr().err
+    assert main(["report", "--tasks", "factoid", "--ppl-window", "1", "--out", out]) == 2
+    assert "window must be >= 2" in capsys.readouterr().err
+
+
 def test_list_names_builtins_methods_and_tasks(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
