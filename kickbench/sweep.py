@@ -238,9 +238,12 @@ def _choice_missing(lm, task, items, key, store, settings) -> None:
     module, pending = task.module, _pending(store, key, len(items))
     bar = tqdm(total=len(pending), desc=f"{task.name} | {key[:8]}", disable=not settings.progress,
                unit="item")
+    built = {i: module.requests(items[i], task.template_name, lm.tokenizer) for i in pending}
+    # items with the same k-shot preamble side by side, so each chunk shares preambles
+    pending = sorted(pending, key=lambda i: next(iter(built[i].values())).context)
     for start in range(0, len(pending), CHOICE_CHUNK):
         chunk = pending[start:start + CHOICE_CHUNK]
-        reqs = [module.requests(items[i], task.template_name, lm.tokenizer) for i in chunk]
+        reqs = [built[i] for i in chunk]
         flat = [(j, name, r) for j, rs in enumerate(reqs) for name, r in rs.items()]
         results = loglikelihood(lm.model, lm.tokenizer, [r for _, _, r in flat],
                                 settings.batch_size, progress=False)
