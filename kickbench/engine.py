@@ -296,23 +296,33 @@ def _continuation_scores(logits: torch.Tensor, targets: torch.Tensor, valid: tor
     return (picked * valid).sum(1).tolist(), hits.all(1).tolist()
 
 
+def _target_rows(seqs: list[list[int]], starts: list[int], targets: list[list[int]], device):
+    """Right-padded ids of each fed sequence, its targets from position `start` on, and
+    where those targets are (valid)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    tgt = torch.zeros((len(seqs), width), dtype=torch.long)
+    valid = torch.zeros((len(seqs), width), dtype=torch.bool)
+    for j, (seq, start, t) in enumerate(zip(seqs, starts, targets)):
+        ids[j, :len(seq)] = torch.tensor(seq)
+        tgt[j, start:len(seq)] = torch.tensor(t)
+        valid[j, start:len(seq)] = True
+    return ids.to(device), tgt.to(device), valid.to(device)
+
+
+def _multi_token(conts) -> list[tuple[int, int]]:
+    return [(r, k) for r, cs in enumerate(conts) for k, c in enumerate(cs) if len(c) > 1]
+
+
 def _continue_from_cache(model, cache, ctx_mask, conts, device) -> dict:
     """Tokens 2.. of every multi-token continuation, fed after its context's cached keys."""
-    rows = [(r, k) for r, cs in enumerate(conts) for k, c in enumerate(cs) if len(c) > 1]
-    feed = [conts[r][k][:-1] for r, k in rows]
-    width = max(len(f) for f in feed)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    tgt = torch.zeros((len(rows), width), dtype=torch.long)
-    valid = torch.zeros((len(rows), width), dtype=torch.bool)
-    for j, ((r, k), f) in enumerate(zip(rows, feed)):
-        ids[j, :len(f)] = torch.tensor(f)
-        tgt[j, :len(f)] = torch.tensor(conts[r][k][1:])
-        valid[j, :len(f)] = True
-    ids, tgt, valid = ids.to(device), tgt.to(device), valid.to(device)
+    rows = _multi_token(conts)
+    ids, tgt, valid = _target_rows([conts[r][k][:-1] for r, k in rows], [0] * len(rows),
+                                   [conts[r][k][1:] for r, k in rows], device)
     sel = torch.tensor([r for r, _ in rows], device=device)
     cache.batch_select_indices(sel)
     mask = torch.cat([ctx_mask[sel], valid.long()], 1)
-    pos = ctx_mask[sel].sum(1, keepdim=True) + torch.arange(width, device=device)[None]
+    pos = ctx_mask[sel].sum(1, keepdim=True) + torch.arange(ids.shape[1], device=device)[None]
     with torch.inference_mode():
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
                        cache=cache, use_cache=True).logits
@@ -322,19 +332,11 @@ def _continue_from_cache(model, cache, ctx_mask, conts, device) -> dict:
 
 def _concatenated(model, ctxs, conts, device) -> dict:
     """The same scores from context + continuation rows (no cache; right-padded)."""
-    rows = [(r, k) for r, cs in enumerate(conts) for k, c in enumerate(cs) if len(c) > 1]
+    rows = _multi_token(conts)
     seqs = [ctxs[r] + conts[r][k][:-1] for r, k in rows]
-    width = max(len(s) for s in seqs)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    tgt = torch.zeros((len(rows), width), dtype=torch.long)
-    valid = torch.zeros((len(rows), width), dtype=torch.bool)
-    for j, ((r, k), s) in enumerate(zip(rows, seqs)):
-        n_ctx, c = len(ctxs[r]), conts[r][k]
-        ids[j, :len(s)] = torch.tensor(s)
-        tgt[j, n_ctx:len(s)] = torch.tensor(c[1:])
-        valid[j, n_ctx:len(s)] = True
-    ids, tgt, valid = ids.to(device), tgt.to(device), valid.to(device)
-    mask = (torch.arange(width, device=device)[None] < torch.tensor(
+    ids, tgt, valid = _target_rows(seqs, [len(ctxs[r]) for r, _ in rows],
+                                   [conts[r][k][1:] for r, k in rows], device)
+    mask = (torch.arange(ids.shape[1], device=device)[None] < torch.tensor(
         [len(s) for s in seqs], device=device)[:, None]).long()
     with torch.inference_mode():
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import tasks
 from .compress.spec import CompressionSpec
 
 SCHEMA = """
@@ -103,7 +104,7 @@ class Store:
             parsed = CompressionSpec.from_key(spec)
             size = meta.get("compression", {}).get("size", {})
             records.append({"key": key, "model": model, "task": task,
-                            "task_label": task_label(task, meta.get("template")), **spec,
+                            "task_label": tasks.label(task, meta.get("template")), **spec,
                             "family": parsed.family, "setting": parsed.setting,
                             "label": parsed.label, "size_fraction": size.get("size_fraction"),
                             "bits_per_weight": size.get("bits_per_weight"),
@@ -113,14 +114,6 @@ class Store:
                    "pattern", "bits", "group_size", "size_fraction", "bits_per_weight",
                    "template", "data", "n", "metric", "value", "ci_low", "ci_high"]
         return pd.DataFrame.from_records(records, columns=columns)
-
-
-def task_label(task: str, template: str | None) -> str:
-    """'icraqa:closed' style names; the default template adds nothing (see TaskSpec.label)."""
-    from .tasks import TASKS
-
-    default = getattr(TASKS.get(task), "DEFAULT_TEMPLATE", None)
-    return task if template in (None, default) else f"{task}:{template}"
 
 
 def changed_answers(store: Store, base_key: str, key: str, n: int,

@@ -12,6 +12,12 @@ from . import factoid, icraqa, mmlu, perplexity
 TASKS = {m.NAME: m for m in (factoid, mmlu, icraqa, perplexity)}
 
 
+def label(name: str, template: str | None) -> str:
+    """How charts and tables name a task: 'icraqa:closed'; the default template adds nothing."""
+    default = getattr(TASKS.get(name), "DEFAULT_TEMPLATE", None)
+    return name if template in (None, default) else f"{name}:{template}"
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """Which task, on which data (None = the project's set), with which prompt template, on
@@ -49,9 +55,8 @@ class TaskSpec:
 
     @property
     def label(self) -> str:
-        """How charts and tables name this task: the name, plus the template if not default."""
-        t = self.template_name
-        return self.name if t == self.module.DEFAULT_TEMPLATE else f"{self.name}:{t}"
+        """How charts and tables name this task (see `label`)."""
+        return label(self.name, self.template_name)
 
     @property
     def module(self):
