@@ -26,8 +26,8 @@ def _add_common(p: argparse.ArgumentParser, report: bool = False) -> None:
                        help="TASK=PATH (JSONL or HF dataset id), repeatable; a bare PATH is for "
                             "the first task (default: the project's data/)")
     else:
-        p.add_argument("--task", default="factoid", help="factoid, mmlu, icraqa, perplexity; "
-                                                          "name:template for another prompt")
+        p.add_argument("--task", default="factoid", help="factoid, mmlu, icraqa, perplexity, icsum, "
+                                                          "instruct; name:template for another prompt")
         p.add_argument("--data", default=None, help="JSONL path or HF dataset id (default: data/)")
         p.add_argument("--template", default=None, help="prompt template of the task")
     p.add_argument("--limit", type=int, default=None, help="first N items only")
@@ -36,6 +36,14 @@ def _add_common(p: argparse.ArgumentParser, report: bool = False) -> None:
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sample generation tasks at this temperature (default: greedy)")
+    p.add_argument("--judge", default=None,
+                   help="judge free-form answers (icsum, instruct): local:<model> (e.g. "
+                        "local:smollm2-135m) or an OpenAI-compatible endpoint URL")
+    p.add_argument("--judge-model", default=None, help="model name at the --judge endpoint")
+    p.add_argument("--judge-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the endpoint's API key (never stored)")
 
 
 def _add_calibration(p: argparse.ArgumentParser) -> None:
@@ -93,9 +101,9 @@ def cmd_eval(args) -> None:
     specs = [_spec(args)]
     if args.baseline:
         specs.insert(0, CompressionSpec("dense"))
-    task = TaskSpec.parse(args.task, data=args.data)
+    task = TaskSpec.parse(args.task, data=args.data, temperature=args.temperature)
     if args.template:
-        task = TaskSpec(task.name, data=args.data, template=args.template)
+        task = TaskSpec(task.name, data=args.data, template=args.template, temperature=args.temperature)
     runs = sweep.plan([args.model], specs, [task])
     store = Store(args.store)
     frame = sweep.execute(runs, store, _settings(args))
@@ -140,7 +148,9 @@ def cmd_report(args) -> None:
               "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
               "seed": args.seed, "progress": False, "calib_data": args.calib_data,
               "nsamples": args.nsamples, "seqlen": args.seqlen, "ppl_data": args.ppl_data,
-              "ppl_windows": args.ppl_windows, "ppl_window": args.ppl_window}
+              "ppl_windows": args.ppl_windows, "ppl_window": args.ppl_window,
+              "temperature": args.temperature, "judge": args.judge, "judge_model": args.judge_model,
+              "judge_key_env": args.judge_key_env}
     _validate_report(params)
     ipynb, html = report.render(params, out_dir=args.out, name=args.name)
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
@@ -163,24 +173,35 @@ def _task_data(entries: list[str] | None, tasks: list[str]) -> dict[str, str]:
 def _validate_report(params: dict) -> None:
     """Fail on a bad model, method, level, pattern or task before starting a kernel."""
     from . import sweep
-    from .tasks import TaskSpec
+    from .tasks import TASKS, TaskSpec, generation_temperature
 
+    if params["judge"]:
+        _judge(params["judge"], params["judge_model"], params["judge_key_env"])
     specs = sweep.grid(params["methods"], params["sparsities"], params["patterns"], params["bits"],
                        params["group_size"], params["symmetric"], params["partial_groups"])
     if params["ppl_windows"] < 0:
         raise ValueError(f"--ppl-windows must be >= 0, got {params['ppl_windows']}")
-    tasks = [TaskSpec.parse(t, data=params["data"].get(t.partition(":")[0])) for t in params["tasks"]]
+    tasks = [TaskSpec.parse(t, data=params["data"].get(t.partition(":")[0]),
+                            temperature=generation_temperature(t, params["temperature"]))
+             for t in params["tasks"]]
     if not tasks:
-        raise ValueError("--tasks is empty; available: factoid, mmlu, icraqa (see `kickbench list`)")
+        raise ValueError("--tasks is empty; available: " + ", ".join(TASKS) + " (see `kickbench list`)")
     tasks.append(TaskSpec("perplexity", window=params["ppl_window"]))
     sweep.plan([params["model"]], specs, tasks)
+
+
+def _judge(spec, model, key_env):
+    from . import judge
+
+    return judge.from_spec(spec, model=model, api_key_env=key_env) if spec else None
 
 
 def _settings(args):
     from .sweep import Settings
 
     return Settings(limit=args.limit, device=args.device, dtype=args.dtype,
-                    batch_size=args.batch_size, seed=args.seed)
+                    batch_size=args.batch_size, seed=args.seed,
+                    judge=_judge(args.judge, args.judge_model, args.judge_key_env))
 
 
 def main(argv=None) -> int:
@@ -216,8 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--sparsities", default=DEMO_LEVELS)
     p.add_argument("--patterns", default="2:4", help="comma-separated N:M patterns, or ''")
     p.add_argument("--tasks", default="factoid",
-                   help="comma-separated: factoid, mmlu, icraqa; name:template for another prompt "
-                        "(icraqa:closed, mmlu:0-shot)")
+                   help="comma-separated: factoid, mmlu, icraqa, icsum, instruct; name:template for "
+                        "another prompt (icraqa:closed, mmlu:0-shot)")
     p.add_argument("--metric", default=None,
                    help="chart this metric where a task has it (e.g. legacy_accuracy); "
                         "default: each task's headline metric")

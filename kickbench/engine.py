@@ -15,15 +15,20 @@ Prompt = str | list  # a plain string, or chat messages [{"role": ..., "content"
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """Greedy decoding settings; everything here except batch_size can change an answer."""
+    """Decoding settings; everything here except batch_size can change an answer. Greedy unless
+    temperature > 0 (sampling from the seeded torch generator: reproducible for the same
+    batch size)."""
 
     max_new_tokens: int = 32
     stop: tuple[str, ...] = ("\n",)
     batch_size: int = 16
+    temperature: float = 0.0
 
     def key(self) -> dict:
         d = asdict(self)
-        d.pop("batch_size")  # batching never changes results (tested)
+        d.pop("batch_size")  # batching never changes greedy results (tested)
+        if not d["temperature"]:
+            d.pop("temperature")  # greedy keys stay what they were before sampling existed
         return d
 
 
@@ -112,9 +117,11 @@ def iter_generate(model, tokenizer, prompts: Sequence[Prompt], config: Generatio
             cache.batch_repeat_interleave(len(idx))
             cache_kwargs["cache"] = cache
         with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, **cache_kwargs,
+            sample = config.temperature > 0
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=sample, **cache_kwargs,
                                  max_new_tokens=config.max_new_tokens, num_beams=1,
-                                 pad_token_id=tokenizer.pad_token_id, temperature=None,
+                                 pad_token_id=tokenizer.pad_token_id,
+                                 temperature=config.temperature if sample else None,
                                  top_p=None, top_k=None, **stop_kwargs)
         new = out[:, ids.shape[1]:]
         results = []

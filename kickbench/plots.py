@@ -12,8 +12,12 @@ METRIC_TITLES = {"accuracy": "accuracy (strict)", "exact_match": "exact match",
                  "legacy_accuracy": "accuracy (LLM-KICK legacy)", "perplexity": "perplexity",
                  "f1": "token F1", "letter_accuracy": "accuracy (letter)",
                  "cloze_accuracy": "accuracy (cloze)",
-                 "cloze_norm_accuracy": "accuracy (cloze, length-normalised)"}
-LOWER_IS_BETTER = {"perplexity"}
+                 "cloze_norm_accuracy": "accuracy (cloze, length-normalised)",
+                 "rougeL": "ROUGE-L F1", "rouge1": "ROUGE-1 F1", "rouge2": "ROUGE-2 F1",
+                 "judge_score": "judge score (1-10)", "win_rate": "win rate vs reference",
+                 "unique_token_ratio": "unique-token ratio", "within_limit": "within word limit",
+                 "answer_ppl": "answer perplexity (dense model)"}
+LOWER_IS_BETTER = {"perplexity", "answer_ppl"}
 
 
 def select(frame: pd.DataFrame, metric: str, **where) -> pd.DataFrame:

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import tasks
@@ -23,6 +24,8 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE TABLE IF NOT EXISTS scores (
     key TEXT, n INTEGER, metric TEXT, value REAL, ci_low REAL, ci_high REAL, created REAL,
     PRIMARY KEY (key, n, metric));
+CREATE TABLE IF NOT EXISTS judgments (
+    hash TEXT PRIMARY KEY, judge TEXT, reply TEXT, created REAL);
 """
 
 
@@ -83,6 +86,30 @@ class Store:
                     "item": json.loads(r[4]), **json.loads(r[5]), "new_tokens": r[6]} for r in rows]
         return pd.DataFrame.from_records(records)
 
+    def merge_metrics(self, key: str, updates: dict[int, dict]) -> None:
+        """Add metrics to stored samples (e.g. a fluency stage run after generation)."""
+        with self.db:
+            for idx, extra in updates.items():
+                row = self.db.execute("SELECT metrics FROM samples WHERE key=? AND idx=?",
+                                      (key, idx)).fetchone()
+                self.db.execute("UPDATE samples SET metrics=? WHERE key=? AND idx=?",
+                                (json.dumps({**json.loads(row[0]), **extra}), key, idx))
+
+    def judgments(self, hashes: list[str]) -> dict[str, str]:
+        """Cached judge replies by prompt hash (see judge.prompt_hash)."""
+        out = {}
+        for start in range(0, len(hashes), 500):
+            part = hashes[start:start + 500]
+            out.update(self.db.execute(
+                f"SELECT hash, reply FROM judgments WHERE hash IN ({','.join('?' * len(part))})",
+                part).fetchall())
+        return out
+
+    def put_judgments(self, judge_label: str, replies: dict[str, str]) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO judgments VALUES (?,?,?,?)",
+                                [(h, judge_label, r, time.time()) for h, r in replies.items()])
+
     def put_scores(self, key: str, n: int, scores: dict[str, tuple[float, float, float]]) -> None:
         with self.db:
             self.db.executemany("INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?)",
@@ -109,23 +136,29 @@ class Store:
                             "label": parsed.label, "size_fraction": size.get("size_fraction"),
                             "bits_per_weight": size.get("bits_per_weight"),
                             "template": meta.get("template"), "data": meta.get("data_source"),
+                            "judge": meta.get("judge_label"),
                             "n": n, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi})
         columns = ["key", "model", "task", "task_label", "method", "family", "setting", "label", "sparsity",
                    "pattern", "bits", "group_size", "size_fraction", "bits_per_weight",
-                   "template", "data", "n", "metric", "value", "ci_low", "ci_high"]
+                   "template", "data", "judge", "n", "metric", "value", "ci_low", "ci_high"]
         return pd.DataFrame.from_records(records, columns=columns)
 
 
 def changed_answers(store: Store, base_key: str, key: str, n: int,
                     metric: str = "accuracy") -> pd.DataFrame:
-    """Items the base (dense) run got right and `key` got wrong, with both answers."""
+    """Items the base (dense) run got right and `key` got wrong, with both answers and, once
+    measured, the dense model's perplexity of each answer (a fluency proxy)."""
     base, comp = store.samples(base_key, n), store.samples(key, n)
     if base.empty or comp.empty:
         return pd.DataFrame(columns=["question", "gold", "dense answer", "compressed answer"])
     both = base.merge(comp, on="idx", suffixes=("_dense", "_comp"))
     lost = both[(both[f"{metric}_dense"] == 1) & (both[f"{metric}_comp"] == 0)]
     items = lost["item_dense"]
-    return pd.DataFrame({"question": items.map(lambda it: it.get("question", it["id"])),
-                         "gold": items.map(lambda it: " | ".join(it.get("answers", [])[:3])),
-                         "dense answer": lost["output_dense"],
-                         "compressed answer": lost["output_comp"]}).reset_index(drop=True)
+    out = pd.DataFrame({"question": items.map(lambda it: it.get("question", it["id"])),
+                        "gold": items.map(lambda it: " | ".join(it.get("answers", [])[:3])),
+                        "dense answer": lost["output_dense"],
+                        "compressed answer": lost["output_comp"]})
+    for side, name in (("dense", "dense answer ppl"), ("comp", "compressed answer ppl")):
+        if f"answer_nll_{side}" in lost:  # the fluency stage has run (see posthoc.fluency)
+            out[name] = np.exp(lost[f"answer_nll_{side}"] / lost[f"answer_tokens_{side}"])
+    return out.reset_index(drop=True)

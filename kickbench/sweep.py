@@ -7,12 +7,11 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, compress, models, stats
+from . import __version__, compress, models, posthoc, stats
 from .compress import calibration
 from .compress.spec import CompressionSpec
 from .engine import iter_generate, iter_window_nll, loglikelihood, render
@@ -30,7 +29,9 @@ class Run:
 
 @dataclass(frozen=True)
 class Settings:
-    """How to run a plan; only seed, device and dtype can change a number (they are keyed)."""
+    """How to run a plan; only seed, device and dtype can change a number (they are keyed).
+    judge (kickbench.judge.Judge or None): judges the tasks that have a RUBRIC; its scores
+    are stored under a key of their own that includes the judge's identity."""
 
     limit: int | None = None
     device: str | None = None
@@ -38,6 +39,7 @@ class Settings:
     batch_size: int = 64
     seed: int = 0
     progress: bool = True
+    judge: object | None = None
 
 
 def grid(methods, sparsities=(), patterns=(), bits=(), group_size: int | None = None,
@@ -122,11 +124,16 @@ def run_key(lm: models.LoadedModel, spec: CompressionSpec, task: TaskSpec, data_
 
 def _decoding(lm: models.LoadedModel, task: TaskSpec) -> dict:
     module = task.module
-    if module.KIND == "generate":
-        return module.GENERATION.key()
+    if module.KIND in ("generate", "dialogue"):
+        return generation_config(task).key()
     if module.KIND == "choice":
         return {"loglikelihood": True, "max_context": module.MAX_CONTEXT}
     return {"window": window_of(lm, task), "stride": task.stride}
+
+
+def generation_config(task: TaskSpec, batch_size: int | None = None):
+    config = replace(task.module.GENERATION, temperature=task.temperature or 0.0)
+    return replace(config, batch_size=batch_size) if batch_size else config
 
 
 def window_of(lm: models.LoadedModel, task: TaskSpec) -> int:
@@ -137,7 +144,10 @@ _WINDOWS: dict[tuple, list[dict]] = {}
 
 
 def requests(lm: models.LoadedModel, task: TaskSpec, items: list[dict]) -> list[dict]:
-    """What is evaluated item by item: the items, or token windows for rolling tasks."""
+    """What is evaluated item by item: the items, one sample per turn for dialogues, or token
+    windows for rolling tasks."""
+    if task.module.KIND == "dialogue":
+        return task.module.expand(items)
     if task.module.KIND != "rolling":
         return items
     key = (lm.name, task)
@@ -175,8 +185,18 @@ def _run_spec(lm, spec, tasks, store, settings) -> list[tuple[str, int]]:
         done.append((key, n))
         if store.scores(key, n) is None:
             todo.append((task, items[:n], key, fields))
-    if not todo:
-        return done
+    if todo:
+        _evaluate(lm, spec, todo, store, settings)
+    for task, (key, n) in zip(tasks, list(done)):  # dense weights are back in place here
+        if hasattr(task.module, "fluency_context"):
+            posthoc.fluency(lm, store, key, n, task.module, settings.batch_size)
+        if settings.judge is not None and hasattr(task.module, "RUBRIC"):
+            done.append((posthoc.judge_run(store, key, n, task.module, settings.judge,
+                                           settings.progress), n))
+    return done
+
+
+def _evaluate(lm, spec, todo, store, settings) -> None:
     with compress.compressed(lm, spec, calibration_for(lm, spec)) as (clm, report):
         weights = models.weight_stats(clm.model)
         for task, items, key, fields in todo:
@@ -187,16 +207,33 @@ def _run_spec(lm, spec, tasks, store, settings) -> list[tuple[str, int]]:
             store.put_run(key, lm.name, spec.key(), task.name, meta)
             MISSING[task.module.KIND](clm, task, items, key, store, settings)
             _score(store, key, len(items), task)
-    return done
 
 
 def _generate_missing(lm, task, items, key, store, settings) -> None:
-    module = task.module
     pending = _pending(store, key, len(items))
+    prompts = [task.module.prompt(items[i], task.template_name) for i in pending]
+    _generate(lm, task, items, key, store, settings, pending, prompts)
+
+
+def _dialogue_missing(lm, task, items, key, store, settings) -> None:
+    """Turn by turn: a later turn's prompt holds the model's own stored earlier answers."""
+    for turn in range(max((it["turn"] for it in items), default=-1) + 1):
+        pending = [i for i in _pending(store, key, len(items)) if items[i]["turn"] == turn]
+        if not pending:
+            continue
+        done = store.samples(key, len(items))
+        answer = dict(zip(done.item_id, done.output)) if len(done) else {}
+        prompts = [task.module.prompt(
+            items[i], task.template_name,
+            [answer[f"{items[i]['dialogue']}/turn{k + 1}"] for k in range(turn)]) for i in pending]
+        _generate(lm, task, items, key, store, settings, pending, prompts)
+
+
+def _generate(lm, task, items, key, store, settings, pending, prompts) -> None:
     if not pending:
         return
-    prompts = [module.prompt(items[i], task.template_name) for i in pending]
-    config = replace(module.GENERATION, batch_size=settings.batch_size)
+    module = task.module
+    config = generation_config(task, settings.batch_size)
     torch.manual_seed(settings.seed)
     desc = f"{task.name} | {key[:8]}"
     for batch in iter_generate(lm.model, lm.tokenizer, prompts, config, settings.progress, desc):
@@ -264,17 +301,17 @@ def _public(item: dict) -> dict:
     return {k: v for k, v in item.items() if not k.startswith("_")}
 
 
-MISSING = {"generate": _generate_missing, "choice": _choice_missing, "rolling": _rolling_missing}
+MISSING = {"generate": _generate_missing, "dialogue": _dialogue_missing, "choice": _choice_missing, "rolling": _rolling_missing}
 
 
 def _score(store: Store, key: str, n: int, task: TaskSpec) -> None:
     samples = store.samples(key, n)
     if task.module.KIND == "rolling":  # token-weighted mean NLL over windows, then exp
-        mean, lo, hi = stats.bootstrap_ci(samples["nll"] / samples["tokens"], samples["tokens"])
-        store.put_scores(key, n, {"perplexity": tuple(float(np.exp(v)) for v in (mean, lo, hi))})
+        ppl = stats.aggregate(samples["nll"] / samples["tokens"], samples["tokens"], "ppl")
+        store.put_scores(key, n, {"perplexity": ppl})
         return
     metrics = [c for c in samples.columns if c in set(task.module.SCORINGS.values())]
-    store.put_scores(key, n, {m: stats.bootstrap_ci(samples[m].to_numpy()) for m in metrics})
+    store.put_scores(key, n, {m: stats.aggregate(samples[m]) for m in metrics})
 
 
 def _transformers_version() -> str:

@@ -1,15 +1,17 @@
 """Task families. Each module has NAME, VERSION, KIND, TEMPLATES, SCORINGS, HEADLINE (the metric
 a chart shows) and load. By KIND: `generate` tasks add GENERATION, prompt and score(item,
-prompt, output); `choice` tasks add requests(item, template, tokenizer) -> {name: Choice},
+prompt, output); `dialogue` tasks are `generate` tasks of several turns (expand(items) makes
+one sample per turn, prompt(sample, template, history) sees the earlier answers); tasks
+judged by an LLM add RUBRIC and judge_request(item, output, history); `choice` tasks add requests(item, template, tokenizer) -> {name: Choice},
 score(item, results) and answer_text; `rolling` tasks add default_window and windows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import factoid, icraqa, mmlu, perplexity
+from . import factoid, icraqa, instruct, mmlu, perplexity, summarize
 
-TASKS = {m.NAME: m for m in (factoid, mmlu, icraqa, perplexity)}
+TASKS = {m.NAME: m for m in (factoid, mmlu, icraqa, perplexity, summarize, instruct)}
 
 
 def label(name: str, template: str | None) -> str:
@@ -18,13 +20,20 @@ def label(name: str, template: str | None) -> str:
     return name if template in (None, default) else f"{name}:{template}"
 
 
+def generation_temperature(task: str, temperature: float | None) -> float | None:
+    """A report's --temperature applies to its generation tasks only."""
+    name = task.partition(":")[0]
+    return temperature if name in TASKS and TASKS[name].KIND in ("generate", "dialogue") else None
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """Which task, on which data (None = the project's set), with which prompt template, on
     how many items (None = Settings.limit). The limit is not part of a result's key: scores
     are stored per number of items, and a larger limit only computes the new items.
     Perplexity only: window (tokens; None = the model's context up to 2048) and stride
-    (None = non-overlapping windows)."""
+    (None = non-overlapping windows). Generation only: temperature (None or 0 = greedy;
+    LLM-KICK sampled summaries at 0.7)."""
 
     name: str = "factoid"
     data: str | None = None
@@ -32,6 +41,7 @@ class TaskSpec:
     limit: int | None = None
     window: int | None = None
     stride: int | None = None
+    temperature: float | None = None
 
     def __post_init__(self):
         if self.name not in TASKS:
@@ -42,6 +52,10 @@ class TaskSpec:
                              f"available: {', '.join(module.TEMPLATES)}")
         if (self.window or self.stride) and module.KIND != "rolling":
             raise ValueError(f"window/stride apply to the perplexity task, not {self.name}")
+        if self.temperature and module.KIND not in ("generate", "dialogue"):
+            raise ValueError(f"temperature applies to generation tasks, not {self.name}")
+        if self.temperature is not None and not 0 <= self.temperature <= 5:
+            raise ValueError(f"temperature must be in 0..5, got {self.temperature}")
         if self.window is not None and self.window < 2:
             raise ValueError(f"window must be >= 2 tokens, got {self.window}")
         if self.stride is not None and not 0 < self.stride <= (self.window or 2**31):

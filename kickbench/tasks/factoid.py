@@ -64,6 +64,11 @@ def prompt(item: dict, template: str = DEFAULT_TEMPLATE) -> Prompt:
     return [{"role": "user", "content": body}] if template == "chat" else body
 
 
+def fluency_context(item: dict) -> str:
+    """What the dense model reads before an answer when its fluency is measured."""
+    return prompt(item, "fewshot")
+
+
 def score(item: dict, prompt_text: str, output: str) -> dict[str, float]:
     """Per-sample metrics; strict looks only at the answer, legacy reproduces LLM-KICK."""
     aliases = item["answers"]

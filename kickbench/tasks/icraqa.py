@@ -72,6 +72,11 @@ def prompt(item: dict, template: str = DEFAULT_TEMPLATE) -> Prompt:
     return TEMPLATES[template].format(context=item["context"].strip(), question=item["question"].strip())
 
 
+def fluency_context(item: dict) -> str:
+    """The closed-book prompt: scoring answers after whole passages would cost a second run."""
+    return prompt(item, "closed")
+
+
 def score(item: dict, prompt_text: str, output: str) -> dict[str, float]:
     aliases = item["answers"]
     answer = text.first_line(output)

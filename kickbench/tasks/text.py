@@ -56,3 +56,10 @@ def legacy_two_way(answer: str, aliases: list[str]) -> bool:
     (normalised). An empty prediction is inside every alias, so it counts as right."""
     pred = normalize(answer)
     return any(pred in normalize(a) or normalize(a) in pred for a in aliases)
+
+
+def unique_token_ratio(text: str) -> float:
+    """Distinct words over words (1.0 = no repetition); LLM-KICK notes compressed models repeat.
+    Empty text scores nan (nothing to measure)."""
+    words = text.lower().split()
+    return len(set(words)) / len(words) if words else float("nan")

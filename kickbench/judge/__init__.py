@@ -1,0 +1,156 @@
+"""Judging free-form answers: an LLM judge (HTTP endpoint or local model) compares an answer
+with a reference in both orders, or grades it alone; replies it cannot read are retried once
+with a stricter instruction, then counted as unparsed (never dropped, never scored as zero).
+Every reply is cached by a hash of the judge's identity and the full prompt."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from . import rubric as R
+from .http import HTTPJudge, JudgeError
+from .local import LocalJudge
+
+PROTOCOL_VERSION = 1
+
+
+class Judge(Protocol):
+    label: str
+    identity: dict
+
+    def complete(self, batch: list[R.Messages]) -> list[str]: ...
+
+
+class Cache(Protocol):
+    def judgments(self, hashes: list[str]) -> dict[str, str]: ...
+
+    def put_judgments(self, judge_label: str, replies: dict[str, str]) -> None: ...
+
+
+@dataclass
+class DictCache:
+    """In-memory cache (tests, one-off calls); the results store is the persistent one."""
+
+    data: dict = field(default_factory=dict)
+
+    def judgments(self, hashes):
+        return {h: self.data[h] for h in hashes if h in self.data}
+
+    def put_judgments(self, judge_label, replies):
+        self.data.update(replies)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One answer to judge: the material it responds to, and a reference (None: grade alone)."""
+
+    material: str
+    answer: str
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    scores: dict[str, float]  # aspect -> the answer's score (mean over the parsed orders)
+    reference_scores: dict[str, float]
+    unparsed: int  # judgments (orders) that stayed unreadable after the retry
+    disagreement: float  # 1 when the two orders prefer different answers; nan if not both read
+    replies: tuple[str, ...]
+
+
+def from_spec(spec: str, model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+              **kw) -> Judge:
+    """'local:NAME' (a model kickbench can load) or an endpoint URL with `model`."""
+    if spec.startswith("local:"):
+        return LocalJudge(spec.removeprefix("local:"), **kw)
+    if spec.startswith(("http://", "https://")):
+        if not model:
+            raise ValueError("an HTTP judge needs a model name (--judge-model)")
+        return HTTPJudge(spec, model, api_key_env=api_key_env, **kw)
+    raise ValueError(f"unknown judge {spec!r}; use local:<model> or an http(s):// endpoint")
+
+
+def prompt_hash(judge: Judge, messages: R.Messages) -> str:
+    blob = json.dumps({"judge": judge.identity, "messages": messages}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def complete_cached(judge: Judge, batch: list[R.Messages], cache: Cache) -> list[str]:
+    """Replies for every prompt; only prompts never asked before reach the judge."""
+    hashes = [prompt_hash(judge, m) for m in batch]
+    known = cache.judgments(list(dict.fromkeys(hashes)))
+    todo = {h: m for h, m in zip(hashes, batch) if h not in known}
+    if todo:
+        fresh = dict(zip(todo, judge.complete(list(todo.values()))))
+        cache.put_judgments(judge.label, fresh)
+        known.update(fresh)
+    return [known[h] for h in hashes]
+
+
+def assess(judge: Judge, rubric: R.Rubric, requests: list[Request], cache: Cache) -> list[Verdict]:
+    """Judge every request: pairwise with its reference in both orders, or graded alone."""
+    asks = []  # (request index, answer position: 0 first / 1 second / None single, messages)
+    for i, q in enumerate(requests):
+        if q.reference is None:
+            asks.append((i, None, R.single(rubric, q.material, q.answer)))
+        else:
+            asks.append((i, 1, R.pairwise(rubric, q.material, q.reference, q.answer)))
+            asks.append((i, 0, R.pairwise(rubric, q.material, q.answer, q.reference)))
+    replies = complete_cached(judge, [m for *_, m in asks], cache)
+    parsed = [R.parse(r, rubric, pos is not None) for r, (_, pos, _) in zip(replies, asks)]
+    retry = [k for k, p in enumerate(parsed) if p is None]
+    if retry:
+        strict = [R.stricter(asks[k][2], rubric, asks[k][1] is not None) for k in retry]
+        for k, reply in zip(retry, complete_cached(judge, strict, cache)):
+            replies[k] += "\n[retry]\n" + reply
+            parsed[k] = R.parse(reply, rubric, asks[k][1] is not None)
+    return [_verdict(rubric, [(a[1], p, r) for a, p, r in zip(asks, parsed, replies) if a[0] == i])
+            for i in range(len(requests))]
+
+
+def _verdict(rubric: R.Rubric, orders) -> Verdict:
+    mine, ref, prefs = [], [], []
+    for pos, scores, _ in orders:
+        if scores is None:
+            continue
+        if pos is None:
+            mine.append([s[0] for s in scores])
+            continue
+        mine.append([s[pos] for s in scores])
+        ref.append([s[1 - pos] for s in scores])
+        prefs.append(np.sign(np.mean(mine[-1]) - np.mean(ref[-1])))
+    mean = lambda rows: dict(zip(rubric.aspects, np.mean(rows, 0).tolist())) if rows else {
+        a: float("nan") for a in rubric.aspects}
+    return Verdict(mean(mine), mean(ref), sum(s is None for _, s, _ in orders),
+                   float(prefs[0] != prefs[1]) if len(prefs) == 2 else float("nan"),
+                   tuple(r for *_, r in orders))
+
+
+def sample_metrics(rubric: R.Rubric, verdicts: list[Verdict]) -> dict[str, float]:
+    """One sample's judge metrics (a sample may hold several judged turns): the aspects, their
+    mean, the reference's mean, the win rate against the reference (ties 0.5), unparsed count
+    and order disagreement."""
+    nan = float("nan")
+
+    def avg(values):
+        values = [v for v in values if not np.isnan(v)]
+        return float(np.mean(values)) if values else nan
+
+    out = {a: avg([v.scores[a] for v in verdicts]) for a in rubric.aspects}
+    out["judge_score"] = avg([np.mean(list(v.scores.values())) for v in verdicts])
+    out["reference_score"] = avg([np.mean(list(v.reference_scores.values())) for v in verdicts])
+    wins = [0.5 + 0.5 * np.sign(np.mean(list(v.scores.values())) - np.mean(list(v.reference_scores.values())))
+            for v in verdicts]
+    out["win_rate"] = avg(wins)
+    out["unparsed"] = float(sum(v.unparsed for v in verdicts))
+    out["order_disagreement"] = avg([v.disagreement for v in verdicts])
+    return out
+
+
+__all__ = ["Judge", "HTTPJudge", "LocalJudge", "JudgeError", "Request", "Verdict", "assess",
+           "from_spec", "sample_metrics", "complete_cached", "DictCache", "PROTOCOL_VERSION"]
