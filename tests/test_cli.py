@@ -64,3 +64,13 @@ def test_quantization_flags(tmp_path, capsys):
     assert "layer model.layers.0.self_attn.q_proj has input width 64" in capsys.readouterr().err
     assert main(["report", "--methods", "rtn", "--bits", "4,16", "--out", str(tmp_path)]) == 2
     assert "bits in 2..8, got bits=16" in capsys.readouterr().err
+
+
+def test_judge_and_temperature_flags_are_checked_before_any_work(tmp_path, capsys):
+    out = str(tmp_path)
+    assert main(["eval", "--model", "tiny-llama", "--task", "icsum", "--judge", "gpt4"]) == 2
+    assert "unknown judge 'gpt4'; use local:<model> or an http(s):// endpoint" in capsys.readouterr().err
+    assert main(["report", "--tasks", "icsum", "--judge", "http://127.0.0.1:9/v1", "--out", out]) == 2
+    assert "needs a model name (--judge-model)" in capsys.readouterr().err
+    assert main(["eval", "--model", "tiny-llama", "--task", "mmlu", "--temperature", "0.7"]) == 2
+    assert "temperature applies to generation tasks, not mmlu" in capsys.readouterr().err

@@ -71,3 +71,23 @@ def test_report_notebook_renders_offline_html_with_every_task(tmp_path):
     tbody = table.split("<tbody>")[1]
     assert tbody.count("<tr>") == 9  # dense, magnitude and wanda x (20%, 50%, 2:4), rtn w4, w3
     assert "icraqa:closed f1" in table and "perplexity perplexity" in table
+
+
+@pytest.mark.slow
+def test_report_shows_judged_free_form_tasks_and_fluency(tmp_path):
+    params = {"model": "tiny-llama", "methods": ["magnitude"], "sparsities": [0.5], "patterns": [],
+              "limit": 2, "tasks": ["factoid", "icsum", "instruct"], "ppl_windows": 0,
+              "judge": "local:tiny-llama", "store_path": str(tmp_path / "s.sqlite"),
+              "dtype": "float32", "progress": False}
+    ipynb, html = report.render(params, out_dir=tmp_path, name="r")
+    nb = nbformat.read(ipynb, as_version=4)
+    [by_sparsity] = figures(nb)
+    titles = [a["text"] for a in by_sparsity["layout"]["annotations"]]
+    assert titles == ["factoid: accuracy (strict)", "icsum: ROUGE-L F1", "icsum: judge score (1-10)",
+                      "instruct: ROUGE-L F1", "instruct: judge score (1-10)"]
+    html_out = [o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", [])
+                if "text/html" in o.get("data", {})]
+    free = next(t for t in html_out if "icsum: per compression" in t)
+    assert "unparsed" in free and "order_disagreement" in free and "rougeL" in free
+    assert any("icsum by bucket" in t for t in html_out)
+    assert any("answer perplexity (dense model)" in t for t in html_out)
