@@ -74,12 +74,12 @@ def fluency(lm, store: Store, key: str, n: int, module, batch_size: int = 16) ->
     samples = store.samples(key, n)
     todo = samples[samples.output.str.strip() != ""] if "answer_nll" not in samples else \
         samples[samples.answer_nll.isna() & (samples.output.str.strip() != "")]
-    reqs = [Choice(module.fluency_context(it), (o,)) for it, o in zip(todo.item, todo.output)]
-    results = loglikelihood(lm.model, lm.tokenizer, reqs, batch_size, progress=False)
-    updates = {int(i): {"answer_nll": -r.logprobs[0], "answer_tokens": r.tokens[0]}
-               for i, r in zip(todo.idx, results)}
-    store.merge_metrics(key, updates)
-    samples = store.samples(key, n)
+    if len(todo):
+        reqs = [Choice(module.fluency_context(it), (o,)) for it, o in zip(todo.item, todo.output)]
+        results = loglikelihood(lm.model, lm.tokenizer, reqs, batch_size, progress=False)
+        store.merge_metrics(key, {int(i): {"answer_nll": -r.logprobs[0], "answer_tokens": r.tokens[0]}
+                                  for i, r in zip(todo.idx, results)})
+        samples = store.samples(key, n)
     nll = samples.get("answer_nll", np.full(len(samples), np.nan))
     tokens = samples.get("answer_tokens", np.zeros(len(samples)))
     per_token = np.asarray(nll, float) / np.maximum(np.asarray(tokens, float), 1)

@@ -301,7 +301,8 @@ def _public(item: dict) -> dict:
     return {k: v for k, v in item.items() if not k.startswith("_")}
 
 
-MISSING = {"generate": _generate_missing, "dialogue": _dialogue_missing, "choice": _choice_missing, "rolling": _rolling_missing}
+MISSING = {"generate": _generate_missing, "dialogue": _dialogue_missing, "choice": _choice_missing,
+           "rolling": _rolling_missing}
 
 
 def _score(store: Store, key: str, n: int, task: TaskSpec) -> None:

@@ -124,11 +124,15 @@ def _verdict(rubric: R.Rubric, orders) -> Verdict:
         mine.append([s[pos] for s in scores])
         ref.append([s[1 - pos] for s in scores])
         prefs.append(np.sign(np.mean(mine[-1]) - np.mean(ref[-1])))
-    mean = lambda rows: dict(zip(rubric.aspects, np.mean(rows, 0).tolist())) if rows else {
-        a: float("nan") for a in rubric.aspects}
-    return Verdict(mean(mine), mean(ref), sum(s is None for _, s, _ in orders),
+    return Verdict(_per_aspect(rubric, mine), _per_aspect(rubric, ref), sum(s is None for _, s, _ in orders),
                    float(prefs[0] != prefs[1]) if len(prefs) == 2 else float("nan"),
                    tuple(r for *_, r in orders))
+
+
+def _per_aspect(rubric: R.Rubric, rows: list[list[float]]) -> dict[str, float]:
+    """Mean score per aspect over the parsed orders; nan when none was parsed."""
+    means = np.mean(rows, 0).tolist() if rows else [float("nan")] * len(rubric.aspects)
+    return dict(zip(rubric.aspects, means))
 
 
 def sample_metrics(rubric: R.Rubric, verdicts: list[Verdict]) -> dict[str, float]:
