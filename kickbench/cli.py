@@ -25,6 +25,8 @@ def _add_common(p: argparse.ArgumentParser, report: bool = False) -> None:
         p.add_argument("--data", action="append", default=None,
                        help="TASK=PATH (JSONL or HF dataset id), repeatable; a bare PATH is for "
                             "the first task (default: the project's data/)")
+        p.add_argument("--task-limit", action="append", default=None,
+                       help="TASK=N: first N items of that task (overrides --limit), repeatable")
     else:
         p.add_argument("--task", default="factoid", help="factoid, mmlu, icraqa, perplexity, icsum, "
                                                           "instruct; name:template for another prompt")
@@ -144,6 +146,8 @@ def cmd_report(args) -> None:
               "bits": [int(b) for b in _floats(args.bits)], "group_size": args.group_size,
               "symmetric": args.symmetric, "partial_groups": args.partial_groups,
               "tasks": _names(args.tasks), "data": _task_data(args.data, _names(args.tasks)),
+              "task_limits": {k: _count(v, "--task-limit")
+                              for k, v in _task_data(args.task_limit, _names(args.tasks)).items()},
               "limit": args.limit, "metric": args.metric, "store_path": args.store,
               "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
               "seed": args.seed, "progress": False, "calib_data": args.calib_data,
@@ -156,8 +160,15 @@ def cmd_report(args) -> None:
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
 
 
+def _count(text: str, flag: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{flag} expects TASK=N with N a positive integer, got {text!r}")
+    return int(text)
+
+
 def _task_data(entries: list[str] | None, tasks: list[str]) -> dict[str, str]:
-    """--data PATH (for the first task) or --data TASK=PATH, repeatable -> {task name: source}."""
+    """--data PATH (for the first task) or --data TASK=PATH, repeatable -> {task name: source}
+    (--task-limit TASK=N is read the same way)."""
     names = [t.partition(":")[0] for t in tasks]
     out = {}
     for entry in (entries or []) if names else []:  # no tasks: _validate_report says so
@@ -182,6 +193,7 @@ def _validate_report(params: dict) -> None:
     if params["ppl_windows"] < 0:
         raise ValueError(f"--ppl-windows must be >= 0, got {params['ppl_windows']}")
     tasks = [TaskSpec.parse(t, data=params["data"].get(t.partition(":")[0]),
+                            limit=params["task_limits"].get(t.partition(":")[0]),
                             temperature=generation_temperature(t, params["temperature"]))
              for t in params["tasks"]]
     if not tasks:

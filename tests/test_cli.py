@@ -74,3 +74,5 @@ def test_judge_and_temperature_flags_are_checked_before_any_work(tmp_path, capsy
     assert "needs a model name (--judge-model)" in capsys.readouterr().err
     assert main(["eval", "--model", "tiny-llama", "--task", "mmlu", "--temperature", "0.7"]) == 2
     assert "temperature applies to generation tasks, not mmlu" in capsys.readouterr().err
+    assert main(["report", "--tasks", "icsum", "--task-limit", "icsum=0", "--out", out]) == 2
+    assert "--task-limit expects TASK=N with N a positive integer, got '0'" in capsys.readouterr().err
