@@ -98,7 +98,7 @@ def test_http_judge_retries_then_answers_and_sends_the_key_only_in_the_header(mo
         assert judge.complete([[{"role": "user", "content": "hi"}]]) == ["6 4"]
         assert len(srv.received) == 5
         assert all(r["auth"] == f"Bearer {KEY}" for r in srv.received)
-        assert srv.received[0]["body"]["temperature"] == 0.0
+        assert srv.received[0]["body"]["temperature"] == 0.0 and srv.received[0]["body"]["seed"] == 0
         assert srv.received[0]["path"] == "/v1/chat/completions"
     assert KEY not in repr(judge) and KEY not in str(judge.identity)
 

@@ -26,6 +26,7 @@ class HTTPJudge:
     api_key_env: str | None = "OPENAI_API_KEY"
     temperature: float = 0.0
     max_tokens: int = 512
+    seed: int | None = 0  # sent when not None (OpenAI, vLLM and llama.cpp honour it)
     timeout: float = 60.0
     retries: int = 4
     backoff: float = 1.0  # seconds; doubles per retry (Retry-After wins when given)
@@ -47,7 +48,7 @@ class HTTPJudge:
     def identity(self) -> dict:
         """Everything that changes a judgment; the key is deliberately absent."""
         return {"kind": "http", "base_url": self.base_url, "model": self.model,
-                "temperature": self.temperature, "max_tokens": self.max_tokens}
+                "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
 
     def complete(self, batch: list[Messages]) -> list[str]:
         return [self._one(m) for m in batch]
@@ -69,7 +70,7 @@ class HTTPJudge:
     def _one(self, messages: Messages) -> str:
         url = f"{self.base_url}/chat/completions"
         body = {"model": self.model, "messages": messages, "temperature": self.temperature,
-                "max_tokens": self.max_tokens}
+                "max_tokens": self.max_tokens, **({"seed": self.seed} if self.seed is not None else {})}
         headers = {"Authorization": f"Bearer {k}"} if (k := self._key()) else {}
         problem = ""
         for attempt in range(self.retries + 1):
