@@ -46,7 +46,8 @@ def adapt(row: dict, index: int) -> dict:
     turns = row.get("turns") or ([row["text"]] if row.get("text") else None)
     refs = row.get("reference_gpt35_llmkick") or row.get("reference_gpt4") or row.get("reference")
     refs = [refs] if isinstance(refs, str) else list(refs or [])
-    refs = (refs + [None] * len(turns or []))[:len(turns or [])] if turns else []
+    n = len(turns or [])
+    refs = (refs + [None] * n)[:n]  # one per turn; a turn without one is graded alone
     return {"id": str(row.get("id", index)), "category": row.get("category", "general"),
             "turns": turns, "references": refs}
 
