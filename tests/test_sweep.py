@@ -49,8 +49,9 @@ def test_results_are_stored_and_never_recomputed(store, small_data, monkeypatch)
     runs = sweep.plan(["tiny-llama"], SPECS, [small_data])
     first = sweep.execute(runs, store, settings(limit=6))
     assert len(seen) == 12
-    assert set(first.metric) == {"accuracy", "exact_match", "legacy_accuracy"}
-    assert set(first.n) == {6} and len(first) == 6
+    # every scoring, and the dense model's perplexity of the answers (the fluency stage)
+    assert set(first.metric) == {"accuracy", "exact_match", "legacy_accuracy", "answer_ppl"}
+    assert set(first.n) == {6} and len(first) == 8  # 2 runs x 4 metrics
     again = sweep.execute(runs, store, settings(limit=6))
     assert len(seen) == 12  # nothing generated the second time
     assert again.sort_values(["key", "metric"]).value.tolist() == \
@@ -105,4 +106,6 @@ def test_run_metadata_and_changed_answers(store, small_data):
     samples = store.samples(keys["dense"], 5)
     assert len(samples) == 5 and {"output", "prompt", "accuracy"} <= set(samples.columns)
     diff = changed_answers(store, keys["dense"], keys["magnitude"], 5)
-    assert list(diff.columns) == ["question", "gold", "dense answer", "compressed answer"]
+    assert list(diff.columns) == ["question", "gold", "dense answer", "compressed answer",
+                                  "dense answer ppl", "compressed answer ppl"]
+    assert (diff["compressed answer ppl"] > 0).all()
