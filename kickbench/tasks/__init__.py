@@ -1,9 +1,10 @@
 """Task families. Each module has NAME, VERSION, KIND, TEMPLATES, SCORINGS, HEADLINE (the metric
 a chart shows) and load. By KIND: `generate` tasks add GENERATION, prompt and score(item,
 prompt, output); `dialogue` tasks are `generate` tasks of several turns (expand(items) makes
-one sample per turn, prompt(sample, template, history) sees the earlier answers); tasks
-judged by an LLM add RUBRIC and judge_request(item, output, history); `choice` tasks add requests(item, template, tokenizer) -> {name: Choice},
-score(item, results) and answer_text; `rolling` tasks add default_window and windows."""
+one sample per turn, prompt(sample, template, history) sees the earlier answers); `choice`
+tasks add requests(item, template, tokenizer) -> {name: Choice}, score(item, results) and
+answer_text; `rolling` tasks add default_window and windows. Tasks judged by an LLM add RUBRIC
+and judge_request(item, output, history); QA tasks add fluency_context(item) (posthoc.py)."""
 
 from __future__ import annotations
 
