@@ -47,6 +47,13 @@ def read_rows(source: str | Path, what: str) -> list[dict]:
     return [{"text": path.read_text(encoding="utf-8")}]
 
 
+def load_items(source, what: str, adapt, fields: tuple[str, ...]) -> list[dict]:
+    """Rows of `source` mapped to a task's schema by adapt(row, index), required fields checked."""
+    items = [adapt(row, i) for i, row in enumerate(read_rows(source, what))]
+    require_fields(items, fields, str(source))
+    return items
+
+
 def items_hash(items: list[dict]) -> str:
     """Content hash of the items as the task sees them (after any adaptation)."""
     blob = json.dumps(items, sort_keys=True, ensure_ascii=False).encode()

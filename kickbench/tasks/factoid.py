@@ -38,11 +38,8 @@ HEADLINE = "accuracy"
 
 def load(source: str | Path | None = None) -> list[dict]:
     """Items as {id, question, answers}; source is a JSONL path or a hub dataset id."""
-    source = str(source or DEFAULT_DATA)
-    rows = data.read_rows(source, "factoid data file")
-    items = [adapt(row, i) for i, row in enumerate(rows)]
-    data.require_fields(items, ("question", "answers"), source)
-    return items
+    return data.load_items(str(source or DEFAULT_DATA), "factoid data file", adapt,
+                           ("question", "answers"))
 
 
 def adapt(row: dict, index: int) -> dict:

@@ -45,10 +45,8 @@ HEADLINE = "f1"
 
 def load(source: str | Path | None = None) -> list[dict]:
     """Items as {id, context, question, answers}."""
-    source = str(source or DEFAULT_DATA)
-    items = [adapt(r, i) for i, r in enumerate(data.read_rows(source, "ICRA-QA data file"))]
-    data.require_fields(items, ("context", "question", "answers"), source)
-    return items
+    return data.load_items(str(source or DEFAULT_DATA), "ICRA-QA data file", adapt,
+                           ("context", "question", "answers"))
 
 
 def adapt(row: dict, index: int) -> dict:

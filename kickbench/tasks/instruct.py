@@ -36,10 +36,7 @@ HEADLINE = "rougeL"
 
 def load(source: str | Path | None = None) -> list[dict]:
     """Dialogues as {id, category, turns, references (one per turn or None)}."""
-    source = str(source or DEFAULT_DATA)
-    items = [adapt(r, i) for i, r in enumerate(data.read_rows(source, "instruction data file"))]
-    data.require_fields(items, ("turns",), source)
-    return items
+    return data.load_items(str(source or DEFAULT_DATA), "instruction data file", adapt, ("turns",))
 
 
 def adapt(row: dict, index: int) -> dict:
