@@ -35,14 +35,14 @@ def judge_run(store: Store, key: str, n: int, module, judge: J.Judge,
                   {**run["meta"], "judge": judge.identity, "judge_label": judge.label,
                    "judged_run": key, "judge_fields": fields, "time": time.time()})
     samples = store.samples(key, n)
-    outputs = {(s["item"].get("dialogue"), s["item"].get("turn")): s["output"]
-               for _, s in samples.iterrows()}
+    answers = dict(zip(samples.item_id, samples.output))
+    history = getattr(module, "history", lambda item, answers: [])
     finished = store.done_indices(jkey)
     todo = [s for _, s in samples.iterrows() if s["idx"] not in finished]
     bar = tqdm(total=len(todo), desc=f"judge {judge.label} | {key[:8]}", disable=not progress)
     for start in range(0, len(todo), JUDGE_CHUNK):
         chunk = todo[start:start + JUDGE_CHUNK]
-        reqs = [module.judge_request(s["item"], s["output"], _history(s["item"], outputs))
+        reqs = [module.judge_request(s["item"], s["output"], history(s["item"], answers))
                 for s in chunk]
         verdicts = J.assess(judge, module.RUBRIC, reqs, store)
         store.add_samples(jkey, [
@@ -56,11 +56,6 @@ def judge_run(store: Store, key: str, n: int, module, judge: J.Judge,
     store.put_scores(jkey, n, {m: stats.aggregate(judged[m], how="sum" if m == "unparsed" else "mean")
                                for m in names})
     return jkey
-
-
-def _history(item: dict, outputs: dict) -> list[str]:
-    """The model's own earlier answers in a dialogue (empty for single-turn items)."""
-    return [outputs[(item["dialogue"], k)] for k in range(item.get("turn") or 0)]
 
 
 def fluency(lm, store: Store, key: str, n: int, module, batch_size: int = 16) -> None:

@@ -222,10 +222,9 @@ def _dialogue_missing(lm, task, items, key, store, settings) -> None:
         if not pending:
             continue
         done = store.samples(key, len(items))
-        answer = dict(zip(done.item_id, done.output)) if len(done) else {}
-        prompts = [task.module.prompt(
-            items[i], task.template_name,
-            [answer[f"{items[i]['dialogue']}/turn{k + 1}"] for k in range(turn)]) for i in pending]
+        answers = dict(zip(done.item_id, done.output)) if len(done) else {}
+        prompts = [task.module.prompt(items[i], task.template_name,
+                                      task.module.history(items[i], answers)) for i in pending]
         _generate(lm, task, items, key, store, settings, pending, prompts)
 
 

@@ -57,6 +57,11 @@ def expand(items: list[dict]) -> list[dict]:
             for it in items for k in range(len(it["turns"]))]
 
 
+def history(sample: dict, answers: dict[str, str]) -> list[str]:
+    """The model's own earlier answers in this sample's dialogue, from {sample id: output}."""
+    return [answers[f"{sample['dialogue']}/turn{k + 1}"] for k in range(sample["turn"])]
+
+
 def prompt(sample: dict, template: str, history: list[str]) -> Prompt:
     """The conversation so far (user turns and the model's own earlier answers), then this turn."""
     messages = []
