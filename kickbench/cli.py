@@ -1,8 +1,9 @@
-"""kickbench eval | compress | report | list"""
+"""kickbench eval | compress | report | lab | app | list"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 DEMO_LEVELS = "0.1,0.2,0.3,0.4,0.5,0.6"
@@ -154,10 +155,13 @@ def cmd_report(args) -> None:
               "nsamples": args.nsamples, "seqlen": args.seqlen, "ppl_data": args.ppl_data,
               "ppl_windows": args.ppl_windows, "ppl_window": args.ppl_window,
               "temperature": args.temperature, "judge": args.judge, "judge_model": args.judge_model,
-              "judge_key_env": args.judge_key_env}
+              "judge_key_env": args.judge_key_env,
+              "image_formats": [f for f in ("png", "pdf") if getattr(args, f)]}
     _validate_report(params)
     ipynb, html = report.render(params, out_dir=args.out, name=args.name)
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
+    if params["image_formats"]:
+        print(f"figures:           {html.with_name(html.stem + '-figures')}/")
 
 
 def _count(text: str, flag: str) -> int:
@@ -183,11 +187,14 @@ def _task_data(entries: list[str] | None, tasks: list[str]) -> dict[str, str]:
 
 def _validate_report(params: dict) -> None:
     """Fail on a bad model, method, level, pattern or task before starting a kernel."""
-    from . import sweep
+    from . import report, sweep
     from .tasks import TASKS, TaskSpec, generation_temperature
 
     if params["judge"]:
         _judge(params["judge"], params["judge_model"], params["judge_key_env"])
+    if params.get("image_formats") and report.find_browser() is None:
+        raise ValueError("--png/--pdf need Chromium for kaleido: `apt-get install chromium` (make "
+                         "setup does it when run as root) or set BROWSER_PATH")
     specs = sweep.grid(params["methods"], params["sparsities"], params["patterns"], params["bits"],
                        params["group_size"], params["symmetric"], params["partial_groups"])
     if params["ppl_windows"] < 0:
@@ -214,6 +221,22 @@ def _settings(args):
     return Settings(limit=args.limit, device=args.device, dtype=args.dtype,
                     batch_size=args.batch_size, seed=args.seed,
                     judge=_judge(args.judge, args.judge_model, args.judge_key_env))
+
+
+def cmd_lab(args) -> None:
+    from . import lab
+
+    if args.port is not None and not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    if args.command == "lab":
+        print(f"JupyterLab settings: {lab.ensure_settings()}")
+        argv = lab.lab_command(port=args.port, open_browser=not args.no_browser)
+    else:
+        argv = lab.app_command(port=args.port, cull_idle_s=args.cull_idle,
+                               open_browser=not args.no_browser)
+    print(" ".join(argv), flush=True)
+    if not args.dry_run:
+        os.execv(argv[0], argv)
 
 
 def main(argv=None) -> int:
@@ -256,6 +279,8 @@ def main(argv=None) -> int:
                         "default: each task's headline metric")
     p.add_argument("--out", default="reports")
     p.add_argument("--name", default=None, help="file name stem (default: report-<time>)")
+    p.add_argument("--png", action="store_true", help="also write every figure as PNG (kaleido)")
+    p.add_argument("--pdf", action="store_true", help="also write every figure as PDF (kaleido)")
     p.add_argument("--ppl-data", default=None, help="perplexity text (default: data/heldout_text.jsonl)")
     p.add_argument("--ppl-windows", type=int, default=4, help="perplexity windows; 0 skips perplexity")
     p.add_argument("--ppl-window", type=int, default=None,
@@ -263,6 +288,17 @@ def main(argv=None) -> int:
     _add_quantization(p, many_bits=True)
     _add_calibration(p)
     p.set_defaults(fn=cmd_report)
+
+    for name, text in (("lab", "open JupyterLab on the notebooks (workbench, findings, report)"),
+                       ("app", "serve the workbench as a Voila app (a kernel per visitor)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--port", type=int, default=None)
+        p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+        p.add_argument("--dry-run", action="store_true", help="print the command, do not start it")
+        if name == "app":
+            p.add_argument("--cull-idle", type=int, default=600,
+                           help="seconds before an idle visitor's kernel is shut down")
+        p.set_defaults(fn=cmd_lab)
 
     args = parser.parse_args(argv)
     try:

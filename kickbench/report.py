@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import re
 import time
 from pathlib import Path
 
@@ -26,10 +28,45 @@ class LiveAndStaticRenderer(MimetypeRenderer):
         return bundle
 
 
-def setup_notebook() -> None:
-    """Call at the top of a notebook: figures render live and survive HTML export."""
+IMAGE_FORMATS = ("png", "pdf", "svg")
+_images: dict = {"formats": (), "dir": None}
+
+
+def setup_notebook(image_formats=(), image_dir: str | Path | None = None) -> None:
+    """Call at the top of a notebook: figures render live and survive HTML export; with
+    image_formats, `show` also writes each figure as an image (one Chromium for all)."""
+    bad = [f for f in image_formats if f not in IMAGE_FORMATS]
+    if bad:
+        raise ValueError(f"unknown image format(s) {bad}; allowed: {', '.join(IMAGE_FORMATS)}")
     pio.renderers["kickbench"] = LiveAndStaticRenderer()
     pio.renderers.default = "kickbench"
+    _images.update(formats=tuple(image_formats), dir=Path(image_dir or ROOT / "reports" / "figures"))
+    if image_formats:
+        import kaleido
+
+        kaleido.start_sync_server(mathjax=False, silence_warnings=True)
+        atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+
+
+def find_browser() -> str | None:
+    """The Chromium kaleido will use (BROWSER_PATH overrides), or None."""
+    import os
+    import shutil
+
+    return os.environ.get("BROWSER_PATH") or next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+def show(fig, name: str) -> list[Path]:
+    """Display a figure; also write it in every format setup_notebook asked for."""
+    fig.show()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+    paths = [_images["dir"] / f"{stem}.{fmt}" for fmt in _images["formats"]]
+    if paths:
+        _images["dir"].mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        fig.write_image(path, width=fig.layout.width or 1100, height=fig.layout.height or 500)
+    return paths
 
 
 def to_html(notebook: str | Path, html: str | Path) -> Path:
@@ -48,13 +85,16 @@ def to_html(notebook: str | Path, html: str | Path) -> Path:
 
 def render(parameters: dict, out_dir: str | Path = ROOT / "reports", name: str | None = None,
            notebook: str | Path = NOTEBOOK) -> tuple[Path, Path]:
-    """Execute the report notebook with papermill, then export it; returns (ipynb, html)."""
+    """Execute the report notebook with papermill, then export it; returns (ipynb, html).
+    Images asked for with parameters["image_formats"] go to <out_dir>/<name>-figures/."""
     import papermill
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or f"report-{time.strftime('%Y%m%d-%H%M%S')}"
     ipynb, html = out_dir / f"{name}.ipynb", out_dir / f"{name}.html"
+    if parameters.get("image_formats"):
+        parameters = {**parameters, "image_dir": str((out_dir / f"{name}-figures").resolve())}
     papermill.execute_notebook(str(notebook), str(ipynb), parameters=parameters,
                                cwd=str(ROOT), progress_bar=False, kernel_name="python3")
     return ipynb, to_html(ipynb, html)

@@ -48,7 +48,8 @@ class Store:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30)
+        # the workbench writes from its run thread; SQLite's serialized mode makes that safe
+        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=sqlite3.threadsafety < 3)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,7 +32,9 @@ class Run:
 class Settings:
     """How to run a plan; only seed, device and dtype can change a number (they are keyed).
     judge (kickbench.judge.Judge or None): judges the tasks that have a RUBRIC; its scores
-    are stored under a key of their own that includes the judge's identity."""
+    are stored under a key of their own that includes the judge's identity.
+    on_progress(description, done, total): called after every stored batch of samples; an
+    exception raised there (e.g. Cancelled) stops the run with every finished batch kept."""
 
     limit: int | None = None
     device: str | None = None
@@ -40,6 +43,16 @@ class Settings:
     seed: int = 0
     progress: bool = True
     judge: object | None = None
+    on_progress: Callable[[str, int, int], None] | None = None
+
+
+class Cancelled(Exception):
+    """Raised from Settings.on_progress to stop a run between two stored batches."""
+
+
+def _report(settings: Settings, desc: str, done: int, total: int) -> None:
+    if settings.on_progress is not None:
+        settings.on_progress(desc, done, total)
 
 
 def grid(methods, sparsities=(), patterns=(), bits=(), group_size: int | None = None,
@@ -234,7 +247,7 @@ def _generate(lm, task, items, key, store, settings, pending, prompts) -> None:
     module = task.module
     config = generation_config(task, settings.batch_size)
     torch.manual_seed(settings.seed)
-    desc = f"{task.name} | {key[:8]}"
+    desc, finished = f"{task.name} | {key[:8]}", 0
     for batch in iter_generate(lm.model, lm.tokenizer, prompts, config, settings.progress, desc):
         records = []
         for j, gen in batch:
@@ -244,6 +257,8 @@ def _generate(lm, task, items, key, store, settings, pending, prompts) -> None:
                             "metrics": module.score(item, text, gen.text),
                             "new_tokens": gen.new_tokens})
         store.add_samples(key, records)  # per batch: an interruption keeps what finished
+        finished += len(batch)
+        _report(settings, desc, finished, len(pending))
 
 
 ROLLING_TOKENS = 2048  # tokens per perplexity forward: 2048 x 49k-vocab fp32 logits is ~0.4 GB
@@ -259,12 +274,15 @@ def _rolling_missing(lm, task, items, key, store, settings) -> None:
     pending = _pending(store, key, len(items))
     wins = [items[i]["ids"] for i in pending]
     batch_size = max(1, min(settings.batch_size, ROLLING_TOKENS // max(map(len, wins), default=1)))
-    for batch in iter_window_nll(lm.model, wins, batch_size, settings.progress,
-                                 f"{task.name} | {key[:8]}", [items[i]["skip"] for i in pending]):
+    desc, finished = f"{task.name} | {key[:8]}", 0
+    for batch in iter_window_nll(lm.model, wins, batch_size, settings.progress, desc,
+                                 [items[i]["skip"] for i in pending]):
         store.add_samples(key, [
             {"idx": pending[j], "item": {"id": items[pending[j]]["id"]}, "prompt": "",
              "output": "", "metrics": {"nll": nll, "tokens": t}, "new_tokens": 0}
             for j, nll, t in batch])
+        finished += len(batch)
+        _report(settings, desc, finished, len(pending))
 
 
 CHOICE_CHUNK = 128  # items scored and stored together (an interruption loses at most these)
@@ -272,8 +290,8 @@ CHOICE_CHUNK = 128  # items scored and stored together (an interruption loses at
 
 def _choice_missing(lm, task, items, key, store, settings) -> None:
     module, pending = task.module, _pending(store, key, len(items))
-    bar = tqdm(total=len(pending), desc=f"{task.name} | {key[:8]}", disable=not settings.progress,
-               unit="item")
+    desc = f"{task.name} | {key[:8]}"
+    bar = tqdm(total=len(pending), desc=desc, disable=not settings.progress, unit="item")
     built = {i: module.requests(items[i], task.template_name, lm.tokenizer) for i in pending}
     # items with the same k-shot preamble side by side, so each chunk shares preambles
     pending = sorted(pending, key=lambda i: next(iter(built[i].values())).context)
@@ -292,6 +310,7 @@ def _choice_missing(lm, task, items, key, store, settings) -> None:
              "metrics": module.score(items[i], per_item[j]), "new_tokens": 0}
             for j, i in enumerate(chunk)])
         bar.update(len(chunk))
+        _report(settings, desc, start + len(chunk), len(pending))
     bar.close()
 
 

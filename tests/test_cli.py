@@ -33,6 +33,22 @@ def test_report_task_flags_are_checked_before_any_work(tmp_path, capsys):
     assert "window must be >= 2" in capsys.readouterr().err
 
 
+def test_static_exports_need_a_browser_and_lab_app_commands(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium anywhere
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    assert main(["report", "--png", "--out", str(tmp_path)]) == 2
+    assert "--png/--pdf need Chromium" in capsys.readouterr().err
+    assert main(["app", "--cull-idle", "0", "--dry-run"]) == 2
+    assert "cull_idle_s must be >= 1 second, got 0" in capsys.readouterr().err
+    assert main(["app", "--port", "8899", "--dry-run", "--no-browser"]) == 0
+    argv = capsys.readouterr().out.split()
+    assert "voila" in argv and "--port=8899" in argv and "--no-browser" in argv
+    assert "--MappingKernelManager.cull_idle_timeout=600" in argv
+    assert argv[argv.index("voila") + 1].endswith("notebooks/workbench.ipynb")
+    assert main(["lab", "--port", "0", "--dry-run"]) == 2
+    assert "--port must be in 1..65535, got 0" in capsys.readouterr().err
+
+
 def test_list_names_builtins_methods_and_tasks(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out

@@ -32,8 +32,14 @@ def test_report_notebook_renders_offline_html_with_every_task(tmp_path):
               "methods": ["magnitude", "wanda", "rtn"], "bits": [4, 3], "nsamples": 2, "seqlen": 32,
               "tasks": ["factoid", "mmlu:0-shot", "icraqa", "icraqa:closed"], "ppl_windows": 2,
               "ppl_window": 64, "store_path": str(tmp_path / "s.sqlite"), "dtype": "float32",
-              "progress": False}
+              "progress": False, "image_formats": ["png", "pdf"]}
     ipynb, html = report.render(params, out_dir=tmp_path, name="r")
+    images = sorted(p.name for p in (tmp_path / "r-figures").iterdir())
+    stems = ["mmlu-0-shot-by-category", "retrieval-open-vs-closed", "tasks-vs-size", "tasks-vs-sparsity"]
+    assert images == [f"{s}.{f}" for s in stems for f in ("pdf", "png")]
+    png = (tmp_path / "r-figures" / "tasks-vs-sparsity.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[20:24], "big") == 330 * 3 + 120
+    assert (tmp_path / "r-figures" / "tasks-vs-size.pdf").read_bytes()[:5] == b"%PDF-"
     text = html.read_text()
     assert '<script src="http' not in text and "<script src='http" not in text
     assert not re.search(r'<link[^>]+href="https?://', text)
