@@ -1,10 +1,10 @@
-# make setup | demo | test | report | lab | app | browser | peers
+# make setup | demo | test | report | findings | lab | app | browser | peers
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kickbench-setup
 DEMO_LIMIT ?= 16
 
-.PHONY: setup demo demo-freeform test report lab app browser peers clean-reports
+.PHONY: setup demo demo-freeform test report findings lab app browser peers clean-reports
 
 setup: $(STAMP)
 	@command -v chromium >/dev/null || $(MAKE) --no-print-directory browser || \
@@ -47,6 +47,10 @@ test: setup
 
 report: setup
 	$(VENV)/bin/kickbench report $(ARGS)
+
+# LLM-KICK's five findings on the built-in models (SmolLM2-135M, Gemma 3 270M), from the store
+findings: setup
+	$(VENV)/bin/kickbench findings $(ARGS)
 
 lab: setup
 	$(VENV)/bin/kickbench lab $(ARGS)

@@ -1,4 +1,4 @@
-"""kickbench eval | compress | report | lab | app | list"""
+"""kickbench eval | compress | report | findings | lab | app | list"""
 
 from __future__ import annotations
 
@@ -164,6 +164,25 @@ def cmd_report(args) -> None:
         print(f"figures:           {html.with_name(html.stem + '-figures')}/")
 
 
+def cmd_findings(args) -> None:
+    from . import models, report
+
+    for flag, n in (("--limit", args.limit), ("--large-limit", args.large_limit)):
+        if n < 1:
+            raise ValueError(f"{flag} must be a positive number of questions, got {n}")
+    models.resolve_source(args.model)
+    models.resolve_source(args.large_model)
+    formats = [f for f in ("png", "pdf") if getattr(args, f)]
+    if formats and report.find_browser() is None:
+        raise ValueError("--png/--pdf need Chromium for kaleido: `apt-get install chromium`")
+    params = {"model": args.model, "large_model": args.large_model, "limit": args.limit,
+              "large_limit": args.large_limit, "store_path": args.store, "device": args.device,
+              "dtype": args.dtype, "batch_size": args.batch_size, "progress": False,
+              "image_formats": formats}
+    ipynb, html = report.render(params, out_dir=args.out, name=args.name, notebook=report.FINDINGS)
+    print(f"executed notebook: {ipynb}\nHTML report:       {html}")
+
+
 def _count(text: str, flag: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{flag} expects TASK=N with N a positive integer, got {text!r}")
@@ -288,6 +307,21 @@ def main(argv=None) -> int:
     _add_quantization(p, many_bits=True)
     _add_calibration(p)
     p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("findings", help="render notebooks/findings.ipynb: LLM-KICK's five findings")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--large-model", default="gemma3-270m", help="the larger model of finding 5")
+    p.add_argument("--limit", type=int, default=500, help="factoid questions (findings 1-4)")
+    p.add_argument("--large-limit", type=int, default=200, help="factoid questions (finding 5)")
+    p.add_argument("--store", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", default="reports")
+    p.add_argument("--name", default="findings")
+    p.add_argument("--png", action="store_true", help="also write every figure as PNG")
+    p.add_argument("--pdf", action="store_true", help="also write every figure as PDF")
+    p.set_defaults(fn=cmd_findings)
 
     for name, text in (("lab", "open JupyterLab on the notebooks (workbench, findings, report)"),
                        ("app", "serve the workbench as a Voila app (a kernel per visitor)")):

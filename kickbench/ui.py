@@ -52,7 +52,7 @@ class Workbench:
     # ---- widgets -------------------------------------------------------------------------
     def _build(self, model, tasks, limit) -> None:
         wide = w.Layout(width="420px")
-        self.model = w.Combobox(value=model, options=models.BUILTINS, ensure_option=False,
+        self.model = w.Combobox(value=model, options=models.REAL_BUILTINS, ensure_option=False,
                                 description="model", placeholder="built-in, HF id, folder or .gguf",
                                 layout=w.Layout(width="360px"))
         self.family = w.ToggleButtons(options=list(FAMILIES), value="pruning", description="family")
