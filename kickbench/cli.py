@@ -178,9 +178,31 @@ def cmd_findings(args) -> None:
     params = {"model": args.model, "large_model": args.large_model, "limit": args.limit,
               "large_limit": args.large_limit, "store_path": args.store, "device": args.device,
               "dtype": args.dtype, "batch_size": args.batch_size, "progress": False,
-              "image_formats": formats}
+              "image_formats": formats, **_notebook_params(args.param or [], report.FINDINGS)}
     ipynb, html = report.render(params, out_dir=args.out, name=args.name, notebook=report.FINDINGS)
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
+
+
+def _notebook_params(entries: list[str], notebook) -> dict:
+    """-p NAME=VALUE (VALUE as JSON, else a string) for a parameter the notebook declares."""
+    import json
+
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    known = [line.split("=")[0].strip() for line in cell.source.splitlines()
+             if "=" in line and not line.startswith(("#", " "))]
+    out = {}
+    for entry in entries:
+        name, sep, text = entry.partition("=")
+        if not sep or name not in known:
+            raise ValueError(f"-p {entry!r}: expected NAME=VALUE with NAME one of {', '.join(known)}")
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out
 
 
 def _count(text: str, flag: str) -> int:
@@ -321,6 +343,8 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="findings")
     p.add_argument("--png", action="store_true", help="also write every figure as PNG")
     p.add_argument("--pdf", action="store_true", help="also write every figure as PDF")
+    p.add_argument("-p", "--param", action="append", default=None, metavar="NAME=VALUE",
+                   help="any notebook parameter, VALUE as JSON (e.g. -p 'methods=[\"wanda\"]')")
     p.set_defaults(fn=cmd_findings)
 
     for name, text in (("lab", "open JupyterLab on the notebooks (workbench, findings, report)"),
