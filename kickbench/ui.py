@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import models, plots, sweep
+from .compress import CALIBRATED
 from .compress.calibration import CalibrationSpec
 from .compress.spec import BNB, PRUNING, WEIGHT_QUANT, CompressionSpec
 from .store import Store, changed_answers
@@ -113,7 +114,7 @@ class Workbench:
     # ---- what the controls say -----------------------------------------------------------
     def spec(self) -> CompressionSpec:
         m = self.method.value
-        cal = self.calibration if m in ("wanda", "sparsegpt", "gptq") else None
+        cal = self.calibration if m in CALIBRATED else None
         if m in PRUNING:
             nm = self.pattern.value != "unstructured"
             return CompressionSpec(m, sparsity=0.0 if nm else round(self.sparsity.value, 4),

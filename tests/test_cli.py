@@ -49,6 +49,16 @@ def test_static_exports_need_a_browser_and_lab_app_commands(tmp_path, capsys, mo
     assert "--port must be in 1..65535, got 0" in capsys.readouterr().err
 
 
+def test_findings_flags_are_checked_before_any_work(capsys):
+    assert main(["findings", "--limit", "0"]) == 2
+    assert "--limit must be a positive number of questions, got 0" in capsys.readouterr().err
+    assert main(["findings", "--large-model", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main(["findings", "-p", "sparsity=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "-p 'sparsity=0.5'" in err and "sparsities" in err
+
+
 def test_list_names_builtins_methods_and_tasks(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
