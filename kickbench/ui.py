@@ -28,6 +28,8 @@ TASK_CHOICES = ("factoid", "mmlu:0-shot", "icraqa", "icraqa:closed", "icsum", "i
                 "perplexity")
 # the dense model's closed-book answers vs the compressed model's, for tasks scored right/wrong
 CHANGED_METRICS = {"factoid": "accuracy", "icraqa": "exact_match"}
+# Models are cached per process and compressed in place: one run at a time across workbenches.
+_RUN_LOCK = threading.Lock()
 
 
 class Workbench:
@@ -176,10 +178,16 @@ class Workbench:
         settings = sweep.Settings(device=self.device, dtype=self.dtype, batch_size=self.batch_size,
                                   progress=False, on_progress=self._on_progress)
         try:
-            for is_dense in (True, False):  # dense first: its line is drawn while the rest runs
-                part = [r for r in plan if r.spec.is_dense == is_dense]
-                if part:
-                    self._add(sweep.execute(part, self.store, settings))
+            if not _RUN_LOCK.acquire(blocking=False):
+                self._say("waiting for another workbench's run to finish ...")
+                _RUN_LOCK.acquire()
+            try:
+                for is_dense in (True, False):  # dense first: its line is drawn while the rest runs
+                    part = [r for r in plan if r.spec.is_dense == is_dense]
+                    if part:
+                        self._add(sweep.execute(part, self.store, settings))
+            finally:
+                _RUN_LOCK.release()
             self._say(f"done: {html.escape(plan[-1].spec.label)}, {len(plan)} runs "
                       f"(results store: {html.escape(str(self.store.path))})")
         except sweep.Cancelled:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kickbench import engine, sweep
+from kickbench import engine, models, sweep
 from kickbench.compress.spec import CompressionSpec
 from kickbench.tasks import TaskSpec, factoid
 from kickbench.ui import Workbench
@@ -126,3 +126,22 @@ def test_cancel_stops_after_the_batch_in_flight_and_keeps_it(store, qa):
     wb.run()  # resumes: the rest of dense, then the pruned point
     wb.wait(300)
     assert wb.status.value.startswith("done") and len(store.done_indices(key)) == 6
+
+
+def test_two_workbenches_take_turns_on_the_shared_model(store, tmp_path):
+    """The model is cached per process and pruned in place: a second run waits for the first."""
+    from kickbench.store import Store
+
+    a, b = bench(store, limit=2), bench(Store(tmp_path / "other.sqlite"), limit=2)
+    a.method.value, b.method.value = "magnitude", "magnitude"
+    a.sparsity.value, b.sparsity.value = 0.5, 0.3
+    a.run()
+    b.run()
+    a.wait(300)
+    b.wait(300)
+    assert a.status.value.startswith("done") and b.status.value.startswith("done")
+    dense = [w.results[(w.results.label == "dense") & (w.results.metric == "accuracy")].value.iloc[0]
+             for w in (a, b)]
+    assert dense[0] == dense[1]  # b's dense run saw dense weights, not a's pruned ones
+    lm = sweep.load_model("tiny-mistral", "cpu", "float32")
+    assert models.weights_fingerprint(lm.model) == lm.fingerprint  # dense weights restored
