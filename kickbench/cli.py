@@ -96,7 +96,7 @@ def cmd_list(_args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from . import sweep
+    from . import plots, sweep
     from .compress.spec import CompressionSpec
     from .store import Store
     from .tasks import TaskSpec
@@ -110,9 +110,7 @@ def cmd_eval(args) -> None:
     runs = sweep.plan([args.model], specs, [task])
     store = Store(args.store)
     frame = sweep.execute(runs, store, _settings(args))
-    frame = frame.assign(score=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi
-                                in zip(frame.value, frame.ci_low, frame.ci_high)])
-    frame["size"] = frame.size_fraction.map(lambda v: f"{v:.1%}" if v == v else "-")
+    frame = plots.with_text(frame)
     table = frame.pivot(index=["model", "label", "size", "n"], columns="metric", values="score")
     print("mean [95% bootstrap CI]")
     print(table.to_string())
@@ -156,7 +154,7 @@ def cmd_report(args) -> None:
               "ppl_windows": args.ppl_windows, "ppl_window": args.ppl_window,
               "temperature": args.temperature, "judge": args.judge, "judge_model": args.judge_model,
               "judge_key_env": args.judge_key_env,
-              "image_formats": [f for f in ("png", "pdf") if getattr(args, f)]}
+              "image_formats": _image_formats(args)}
     _validate_report(params)
     ipynb, html = report.render(params, out_dir=args.out, name=args.name)
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
@@ -172,9 +170,7 @@ def cmd_findings(args) -> None:
             raise ValueError(f"{flag} must be a positive number of questions, got {n}")
     models.resolve_source(args.model)
     models.resolve_source(args.large_model)
-    formats = [f for f in ("png", "pdf") if getattr(args, f)]
-    if formats and report.find_browser() is None:
-        raise ValueError("--png/--pdf need Chromium for kaleido: `apt-get install chromium`")
+    formats = _image_formats(args)
     params = {"model": args.model, "large_model": args.large_model, "limit": args.limit,
               "large_limit": args.large_limit, "store_path": args.store, "device": args.device,
               "dtype": args.dtype, "batch_size": args.batch_size, "progress": False,
@@ -183,16 +179,24 @@ def cmd_findings(args) -> None:
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
 
 
+def _image_formats(args) -> list[str]:
+    """--png/--pdf as image formats; Chromium must be there before any work starts."""
+    from . import report
+
+    formats = [f for f in ("png", "pdf") if getattr(args, f)]
+    if formats and report.find_browser() is None:
+        raise ValueError("--png/--pdf need Chromium for kaleido: `apt-get install chromium` (make "
+                         "setup does it when run as root) or set BROWSER_PATH")
+    return formats
+
+
 def _notebook_params(entries: list[str], notebook) -> dict:
     """-p NAME=VALUE (VALUE as JSON, else a string) for a parameter the notebook declares."""
     import json
 
-    import nbformat
+    import papermill
 
-    nb = nbformat.read(notebook, as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    known = [line.split("=")[0].strip() for line in cell.source.splitlines()
-             if "=" in line and not line.startswith(("#", " "))]
+    known = list(papermill.inspect_notebook(str(notebook)))
     out = {}
     for entry in entries:
         name, sep, text = entry.partition("=")
@@ -228,14 +232,11 @@ def _task_data(entries: list[str] | None, tasks: list[str]) -> dict[str, str]:
 
 def _validate_report(params: dict) -> None:
     """Fail on a bad model, method, level, pattern or task before starting a kernel."""
-    from . import report, sweep
+    from . import sweep
     from .tasks import TASKS, TaskSpec, generation_temperature
 
     if params["judge"]:
         _judge(params["judge"], params["judge_model"], params["judge_key_env"])
-    if params.get("image_formats") and report.find_browser() is None:
-        raise ValueError("--png/--pdf need Chromium for kaleido: `apt-get install chromium` (make "
-                         "setup does it when run as root) or set BROWSER_PATH")
     specs = sweep.grid(params["methods"], params["sparsities"], params["patterns"], params["bits"],
                        params["group_size"], params["symmetric"], params["partial_groups"])
     if params["ppl_windows"] < 0:

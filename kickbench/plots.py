@@ -20,6 +20,13 @@ METRIC_TITLES = {"accuracy": "accuracy (strict)", "exact_match": "exact match",
 LOWER_IS_BETTER = {"perplexity", "answer_ppl"}
 
 
+def with_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame plus `score` ('mean [low, high]') and `size` ('60.5%', or '-') for tables."""
+    return frame.assign(
+        score=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(frame.value, frame.ci_low, frame.ci_high)],
+        size=frame.size_fraction.map(lambda v: f"{v:.1%}" if v == v else "-"))
+
+
 def select(frame: pd.DataFrame, metric: str, **where) -> pd.DataFrame:
     """Rows of one metric, filtered on any column (None values are ignored)."""
     rows = frame[frame["metric"] == metric]

@@ -254,11 +254,8 @@ class Workbench:
 
 def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per compression, one column per task metric: 'mean [low, high]'."""
-    cells = frame.assign(
-        score=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
-               zip(frame.value, frame.ci_low, frame.ci_high)],
-        column=[f"{t} {m} (n={n})" for t, m, n in zip(frame.task_label, frame.metric, frame.n)],
-        size=frame.size_fraction.map(lambda v: f"{v:.1%}" if v == v else "-"))
+    cells = plots.with_text(frame).assign(
+        column=[f"{t} {m} (n={n})" for t, m, n in zip(frame.task_label, frame.metric, frame.n)])
     table = cells.pivot_table(index=["model", "label", "size"], columns="column", values="score",
                               aggfunc="last", sort=False)
     return table.reset_index().rename_axis(columns=None)
