@@ -47,6 +47,9 @@ def _add_common(p: argparse.ArgumentParser, report: bool = False) -> None:
     p.add_argument("--judge-model", default=None, help="model name at the --judge endpoint")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the endpoint's API key (never stored)")
+    p.add_argument("--judge-scoring", choices=("expected", "generate"), default=None,
+                   help="local judge: expected = scores read from its token probabilities over "
+                        "1-10 (default, always readable); generate = free text, parsed")
 
 
 def _add_calibration(p: argparse.ArgumentParser) -> None:
@@ -153,7 +156,7 @@ def cmd_report(args) -> None:
               "nsamples": args.nsamples, "seqlen": args.seqlen, "ppl_data": args.ppl_data,
               "ppl_windows": args.ppl_windows, "ppl_window": args.ppl_window,
               "temperature": args.temperature, "judge": args.judge, "judge_model": args.judge_model,
-              "judge_key_env": args.judge_key_env,
+              "judge_key_env": args.judge_key_env, "judge_scoring": args.judge_scoring,
               "image_formats": _image_formats(args)}
     _validate_report(params)
     ipynb, html = report.render(params, out_dir=args.out, name=args.name)
@@ -236,7 +239,7 @@ def _validate_report(params: dict) -> None:
     from .tasks import TASKS, TaskSpec, generation_temperature
 
     if params["judge"]:
-        _judge(params["judge"], params["judge_model"], params["judge_key_env"])
+        _judge(params["judge"], params["judge_model"], params["judge_key_env"], params["judge_scoring"])
     specs = sweep.grid(params["methods"], params["sparsities"], params["patterns"], params["bits"],
                        params["group_size"], params["symmetric"], params["partial_groups"])
     if params["ppl_windows"] < 0:
@@ -251,10 +254,10 @@ def _validate_report(params: dict) -> None:
     sweep.plan([params["model"]], specs, tasks)
 
 
-def _judge(spec, model, key_env):
+def _judge(spec, model, key_env, scoring):
     from . import judge
 
-    return judge.from_spec(spec, model=model, api_key_env=key_env) if spec else None
+    return judge.from_spec(spec, model=model, api_key_env=key_env, scoring=scoring) if spec else None
 
 
 def _settings(args):
@@ -262,7 +265,8 @@ def _settings(args):
 
     return Settings(limit=args.limit, device=args.device, dtype=args.dtype,
                     batch_size=args.batch_size, seed=args.seed,
-                    judge=_judge(args.judge, args.judge_model, args.judge_key_env))
+                    judge=_judge(args.judge, args.judge_model, args.judge_key_env,
+                                 args.judge_scoring))
 
 
 def cmd_lab(args) -> None:

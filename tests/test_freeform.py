@@ -153,7 +153,9 @@ def test_fluency_stage_scores_answers_with_the_dense_model(tiny, store, tmp_path
 
 
 def test_local_judge_runs_a_loaded_model(tiny):
-    judge = J.LocalJudge("tiny-llama", max_new_tokens=4, device="cpu", dtype="float32")
-    replies = judge.complete([[{"role": "user", "content": "Rate: 1-10"}]] * 2)
+    judge = J.LocalJudge("tiny-llama", scoring="generate", max_new_tokens=4, device="cpu", dtype="float32")
+    replies = judge.complete([[{"role": "user", "content": "Rate: 1-10"}]] * 2, J.Layout(1, 2))
     assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
-    assert judge.identity["model"] == judge.lm.fingerprint and judge.label == "local:tiny-llama"
+    assert judge.identity["model"] == judge.lm.fingerprint and judge.label == "local:tiny-llama:generate"
+    # the identity generated replies were cached under before expected scoring existed
+    assert set(judge.identity) == {"kind", "model", "dtype", "max_new_tokens"}

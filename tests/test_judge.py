@@ -22,7 +22,7 @@ class Scripted:
     def __init__(self, reply):
         self.reply, self.calls = reply, []
 
-    def complete(self, batch):
+    def complete(self, batch, layout):
         self.calls += batch
         return [self.reply(m) for m in batch]
 

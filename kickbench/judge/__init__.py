@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from . import rubric as R
+from .expected import Layout
 from .http import HTTPJudge, JudgeError
 from .local import LocalJudge
 
@@ -23,7 +24,8 @@ class Judge(Protocol):
     label: str
     identity: dict
 
-    def complete(self, batch: list[R.Messages]) -> list[str]: ...
+    def complete(self, batch: list[R.Messages], layout: Layout) -> list[str]:
+        """One reply per prompt; `layout` is the score sheet each reply must hold."""
 
 
 class Cache(Protocol):
@@ -64,13 +66,17 @@ class Verdict:
 
 
 def from_spec(spec: str, model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-              **kw) -> Judge:
-    """'local:NAME' (a model kickbench can load) or an endpoint URL with `model`."""
+              scoring: str | None = None, **kw) -> Judge:
+    """'local:NAME' (a model kickbench can load) or an endpoint URL with `model`. scoring:
+    "expected" (local judges' default) or "generate" (the only one an endpoint offers)."""
     if spec.startswith("local:"):
-        return LocalJudge(spec.removeprefix("local:"), **kw)
+        return LocalJudge(spec.removeprefix("local:"), scoring=scoring or "expected", **kw)
     if spec.startswith(("http://", "https://")):
         if not model:
             raise ValueError("an HTTP judge needs a model name (--judge-model)")
+        if scoring not in (None, "generate"):
+            raise ValueError(f"judge scoring {scoring!r} needs a local judge; an endpoint "
+                             "judge generates its reply (scoring generate)")
         return HTTPJudge(spec, model, api_key_env=api_key_env, **kw)
     raise ValueError(f"unknown judge {spec!r}; use local:<model> or an http(s):// endpoint")
 
@@ -80,13 +86,13 @@ def prompt_hash(judge: Judge, messages: R.Messages) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def complete_cached(judge: Judge, batch: list[R.Messages], cache: Cache) -> list[str]:
+def complete_cached(judge: Judge, batch: list[R.Messages], cache: Cache, layout: Layout) -> list[str]:
     """Replies for every prompt; only prompts never asked before reach the judge."""
     hashes = [prompt_hash(judge, m) for m in batch]
     known = cache.judgments(list(dict.fromkeys(hashes)))
     todo = {h: m for h, m in zip(hashes, batch) if h not in known}
     if todo:
-        fresh = dict(zip(todo, judge.complete(list(todo.values()))))
+        fresh = dict(zip(todo, judge.complete(list(todo.values()), layout)))
         cache.put_judgments(judge.label, fresh)
         known.update(fresh)
     return [known[h] for h in hashes]
@@ -101,16 +107,28 @@ def assess(judge: Judge, rubric: R.Rubric, requests: list[Request], cache: Cache
         else:
             asks.append((i, 1, R.pairwise(rubric, q.material, q.reference, q.answer)))
             asks.append((i, 0, R.pairwise(rubric, q.material, q.answer, q.reference)))
-    replies = complete_cached(judge, [m for *_, m in asks], cache)
+    replies = _ask(judge, rubric, [m for *_, m in asks], [pos is not None for _, pos, _ in asks], cache)
     parsed = [R.parse(r, rubric, pos is not None) for r, (_, pos, _) in zip(replies, asks)]
     retry = [k for k, p in enumerate(parsed) if p is None]
     if retry:
         strict = [R.stricter(asks[k][2], rubric, asks[k][1] is not None) for k in retry]
-        for k, reply in zip(retry, complete_cached(judge, strict, cache)):
+        for k, reply in zip(retry, _ask(judge, rubric, strict, [asks[k][1] is not None for k in retry], cache)):
             replies[k] += "\n[retry]\n" + reply
             parsed[k] = R.parse(reply, rubric, asks[k][1] is not None)
     return [_verdict(rubric, [(a[1], p, r) for a, p, r in zip(asks, parsed, replies) if a[0] == i])
             for i in range(len(requests))]
+
+
+def _ask(judge: Judge, rubric: R.Rubric, batch: list[R.Messages], pairs: list[bool], cache: Cache):
+    """Replies in order; pairwise and single prompts go to the judge as two batches (two layouts)."""
+    replies = [""] * len(batch)
+    for pair in (True, False):
+        idx = [k for k, p in enumerate(pairs) if p == pair]
+        if idx:
+            layout = Layout(len(rubric.aspects), 2 if pair else 1)
+            for k, r in zip(idx, complete_cached(judge, [batch[k] for k in idx], cache, layout)):
+                replies[k] = r
+    return replies
 
 
 def _verdict(rubric: R.Rubric, orders) -> Verdict:
@@ -156,5 +174,5 @@ def sample_metrics(rubric: R.Rubric, verdicts: list[Verdict]) -> dict[str, float
     return out
 
 
-__all__ = ["Judge", "HTTPJudge", "LocalJudge", "JudgeError", "Request", "Verdict", "assess",
+__all__ = ["Judge", "HTTPJudge", "LocalJudge", "JudgeError", "Layout", "Request", "Verdict", "assess",
            "from_spec", "sample_metrics", "complete_cached", "DictCache", "PROTOCOL_VERSION"]

@@ -50,7 +50,8 @@ class HTTPJudge:
         return {"kind": "http", "base_url": self.base_url, "model": self.model,
                 "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
 
-    def complete(self, batch: list[Messages]) -> list[str]:
+    def complete(self, batch: list[Messages], layout=None) -> list[str]:
+        """Free-text replies; the prompt itself asks for the score layout."""
         return [self._one(m) for m in batch]
 
     def _key(self) -> str | None:
