@@ -37,10 +37,12 @@ demo: setup
 		--nsamples 8 --seqlen 128 --ppl-windows 1 --ppl-window 512 --limit $(DEMO_LIMIT) --name demo
 
 # Free-form tasks cost ~75 s per compression point even on 2 items (200-256 generated tokens
-# each), so they have their own demo: summaries and instructions, dense vs Wanda 50%, ROUGE.
+# each), so they have their own demo: summaries and instructions, dense vs Wanda 50%, ROUGE and
+# the local judge (scores from its token probabilities).
 demo-freeform: setup
 	$(VENV)/bin/kickbench report --model smollm2-135m --methods wanda --sparsities 0.5 --patterns "" \
-		--tasks icsum,instruct --nsamples 8 --seqlen 128 --ppl-windows 0 --limit 2 --name demo-freeform
+		--tasks icsum,instruct --nsamples 8 --seqlen 128 --ppl-windows 0 --limit 2 \
+		--judge local:smollm2-135m --name demo-freeform
 
 test: setup
 	$(PY) -m pytest -q

@@ -117,7 +117,16 @@ def cmd_eval(args) -> None:
     table = frame.pivot(index=["model", "label", "size", "n"], columns="metric", values="score")
     print("mean [95% bootstrap CI]")
     print(table.to_string())
+    _judge_warnings(frame)
     print(f"results store: {store.path}")
+
+
+def _judge_warnings(frame) -> None:
+    from .judge import order_warning
+
+    for row in frame[frame.metric == "order_disagreement"].itertuples():
+        if text := order_warning(row.label, row.value):
+            print(text)
 
 
 def cmd_compress(args) -> None:

@@ -71,6 +71,19 @@ def test_position_bias_shows_as_disagreement_and_cancels_in_the_mean():
     assert J.sample_metrics(R.SUMMARY, [v])["win_rate"] == 0.5
 
 
+def test_eval_warns_when_the_judge_rates_positions(capsys):
+    import pandas as pd
+
+    from kickbench.cli import _judge_warnings
+
+    assert J.order_warning("dense", 0.0) is None and J.order_warning("dense", float("nan")) is None
+    frame = pd.DataFrame({"label": ["dense", "wanda 50%", "wanda 50%"], "value": [0.2, 1.0, 0.4],
+                          "metric": ["order_disagreement", "order_disagreement", "judge_score"]})
+    _judge_warnings(frame)
+    out = capsys.readouterr().out
+    assert "for 100% of wanda 50%'s answers" in out and "dense" not in out and "--judge URL" in out
+
+
 def test_unreadable_reply_is_retried_once_with_stricter_instruction():
     replies = iter(["I liked both.", "8 3"])
     judge = Scripted(lambda m: next(replies))

@@ -97,3 +97,10 @@ def test_report_shows_judged_free_form_tasks_and_fluency(tmp_path):
     assert "unparsed" in free and "order_disagreement" in free and "rougeL" in free
     assert any("icsum by bucket" in t for t in html_out)
     assert any("answer perplexity (dense model)" in t for t in html_out)
+    # the local judge scores by expectation: every judgment read, every score on 1-10
+    from kickbench.store import Store
+
+    judged = Store(tmp_path / "s.sqlite").frame().query("judge == 'local:tiny-llama'")
+    assert set(judged.task) == {"icsum", "instruct"}
+    assert (judged[judged.metric == "unparsed"].value == 0).all()
+    assert judged[judged.metric == "judge_score"].value.between(1, 10).all()

@@ -174,5 +174,17 @@ def sample_metrics(rubric: R.Rubric, verdicts: list[Verdict]) -> dict[str, float
     return out
 
 
+POSITION_BIASED = 0.5  # a judge that ranks answers, not places, rarely flips with the order
+
+
+def order_warning(label: str, disagreement: float) -> str | None:
+    """A warning when a judge's two orders disagree on most answers: it is rating the position."""
+    if not disagreement >= POSITION_BIASED:  # nan (nothing pairwise) passes too
+        return None
+    return (f"warning: the judge's two orders prefer different answers for {disagreement:.0%} of "
+            f"{label}'s answers; it rates the position more than the answer, so its scores do "
+            "not rank answers (use a capable judge: --judge URL --judge-model NAME)")
+
+
 __all__ = ["Judge", "HTTPJudge", "LocalJudge", "JudgeError", "Layout", "Request", "Verdict", "assess",
-           "from_spec", "sample_metrics", "complete_cached", "DictCache", "PROTOCOL_VERSION"]
+           "from_spec", "order_warning", "sample_metrics", "complete_cached", "DictCache", "PROTOCOL_VERSION"]
