@@ -81,7 +81,7 @@ def test_eval_warns_when_the_judge_rates_positions(capsys):
                           "metric": ["order_disagreement", "order_disagreement", "judge_score"]})
     _judge_warnings(frame)
     out = capsys.readouterr().out
-    assert "for 100% of wanda 50%'s answers" in out and "dense" not in out and "--judge URL" in out
+    assert "warning (wanda 50%): the judge's two orders prefer different answers for 100%" in out and "dense" not in out and "--judge URL" in out
 
 
 def test_unreadable_reply_is_retried_once_with_stricter_instruction():

@@ -181,9 +181,9 @@ def order_warning(label: str, disagreement: float) -> str | None:
     """A warning when a judge's two orders disagree on most answers: it is rating the position."""
     if not disagreement >= POSITION_BIASED:  # nan (nothing pairwise) passes too
         return None
-    return (f"warning: the judge's two orders prefer different answers for {disagreement:.0%} of "
-            f"{label}'s answers; it rates the position more than the answer, so its scores do "
-            "not rank answers (use a capable judge: --judge URL --judge-model NAME)")
+    return (f"warning ({label}): the judge's two orders prefer different answers for "
+            f"{disagreement:.0%} of the answers; it rates the position more than the answer, so "
+            "its scores do not rank answers (use a capable judge: --judge URL --judge-model NAME)")
 
 
 __all__ = ["Judge", "HTTPJudge", "LocalJudge", "JudgeError", "Layout", "Request", "Verdict", "assess",
