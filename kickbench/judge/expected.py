@@ -26,7 +26,7 @@ class Layout:
 
 def expected_score(p_digits: torch.Tensor, p_zero_after_one: float) -> tuple[float, int]:
     """Expected score and most likely score on 1-10, from the probabilities of the first digit
-    (1-9, any scale) and of "0" following a "1" (which makes it 10)."""
+    (1-9, unnormalised) and of "0" following a "1" (which makes it 10)."""
     p = p_digits.double() / p_digits.double().sum()
     probs = torch.cat([p[:1] * (1 - p_zero_after_one), p[1:], p[:1] * p_zero_after_one])
     scores = torch.arange(1, 11, dtype=torch.float64)
