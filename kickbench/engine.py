@@ -102,7 +102,7 @@ def iter_generate(model, tokenizer, prompts: Sequence[Prompt], config: Generatio
     # (not per batch, so results cannot depend on batching); each batch gets a copy of its
     # KV cache and its suffixes are left-padded after it.
     n_shared = shared_prefix_len(encoded) if prefix_sharing_safe(model) else 0
-    shared = _prefix_cache(model, encoded[0][:n_shared], device) if n_shared else None
+    shared = prefix_cache(model, encoded[0][:n_shared], device) if n_shared else None
     # Stop strings are checked on decoded text, so a stop that spans tokens still stops.
     stop_kwargs = {"stop_strings": list(config.stop), "tokenizer": tokenizer} if config.stop else {}
     bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="prompt")
@@ -134,9 +134,10 @@ def iter_generate(model, tokenizer, prompts: Sequence[Prompt], config: Generatio
     bar.close()
 
 
-def _prefix_cache(model, ids: list[int], device):
+def prefix_cache(model, ids: list[int], device):
+    """The KV cache of one token sequence (its logits are not needed: only the last is kept)."""
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor([ids], device=device), use_cache=True)
+        out = model(input_ids=torch.tensor([ids], device=device), use_cache=True, logits_to_keep=1)
     return out.cache
 
 
@@ -278,7 +279,7 @@ def _score_contexts(model, ctxs, pad_id, device, share: bool, keep_cache: bool):
     """Last-position log-probs of each context ([B, vocab]), its KV cache (if kept) and the
     attention mask the cache goes with. A common prefix of the batch runs once (share)."""
     n = shared_prefix_len(ctxs) if share and prefix_sharing_safe(model) else 0
-    cache = _prefix_cache(model, ctxs[0][:n], device) if n else None
+    cache = prefix_cache(model, ctxs[0][:n], device) if n else None
     if cache is not None:
         cache.batch_repeat_interleave(len(ctxs))
     ids, smask = _left_pad([c[n:] for c in ctxs], pad_id, device)

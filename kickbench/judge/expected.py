@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine import encode, shared_prefix_len
+from ..engine import encode, prefix_cache, shared_prefix_len
 
 DIGITS = "123456789"
 
@@ -69,7 +69,8 @@ class SheetReader:
         for i, ids in enumerate(encoded):
             if held is None or ids[:len(held_ids)] != held_ids:
                 n = shared_prefix_len([ids, encoded[i + 1]]) if i + 1 < len(encoded) else 0
-                held_ids, held = (ids[:n], self._feed(ids[:n], None)[1]) if n else ([], None)
+                held_ids = ids[:n]
+                held = prefix_cache(self.model, held_ids, self.device) if n else None
             cache = copy.deepcopy(held) if held is not None else None
             sheets.append(self._sheet(ids[len(held_ids):], cache, layout))
         return sheets
