@@ -74,24 +74,52 @@ def _add_quantization(p: argparse.ArgumentParser, many_bits: bool = False) -> No
         p.add_argument("--double-quant", action="store_true", help="bnb-nf4/fp4 double quantization")
 
 
-def _spec(args):
-    from . import compress
-    from .compress.calibration import CalibrationSpec
-    from .compress.spec import CompressionSpec
+def _add_layerwise_and_options(p: argparse.ArgumentParser) -> None:
+    """--layerwise, and a flag for every option a registered method or allocation declares."""
+    from .compress import registry
 
-    cal = CalibrationSpec(args.calib_data, args.nsamples, args.seqlen)
-    return CompressionSpec(args.method, sparsity=args.sparsity, pattern=args.pattern,
-                           bits=args.bits, group_size=args.group_size, symmetric=args.symmetric,
-                           act_order=args.act_order, partial_groups=args.partial_groups,
-                           double_quant=args.double_quant,
-                           calibration=cal if args.method in compress.CALIBRATED else None)
+    p.add_argument("--layerwise", default=None, choices=list(registry.ALLOCATORS) or None,
+                   help="pruning: per-layer sparsity allocation (default: uniform); "
+                        + "; ".join(f"{a.name}: {a.description}" for a in registry.ALLOCATORS.values()))
+    for opt in registry.all_options().values():
+        flag = "--" + opt.name.replace("_", "-")
+        if isinstance(opt.default, bool):
+            p.add_argument(flag, dest=f"opt_{opt.name}", action=argparse.BooleanOptionalAction,
+                           default=None, help=f"{opt.help} (default: {opt.default})")
+        else:
+            p.add_argument(flag, dest=f"opt_{opt.name}", type=type(opt.default), default=None,
+                           help=f"{opt.help} (default: {opt.default})")
+
+
+def _options(args) -> dict:
+    """The method options given on the command line (unset ones take the method's default)."""
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+
+
+def _spec(args):
+    from . import config
+    from .compress.calibration import CalibrationSpec
+
+    fields = dict(sparsity=args.sparsity, pattern=args.pattern, bits=args.bits,
+                  group_size=args.group_size, symmetric=args.symmetric, act_order=args.act_order,
+                  partial_groups=args.partial_groups, double_quant=args.double_quant,
+                  layerwise=args.layerwise)
+    return config.spec(args.method, calibration=CalibrationSpec(args.calib_data, args.nsamples,
+                                                                args.seqlen),
+                       options=_options(args), **fields)
 
 
 def cmd_list(_args) -> None:
-    from . import compress, models, tasks
+    from . import models, tasks
+    from .compress import registry
 
     print("built-in models:", ", ".join(models.BUILTINS))
-    print("methods:        ", ", ".join(["dense", *compress.METHODS, *compress.BNB]))
+    print("methods:        ", ", ".join(["dense", *registry.METHODS]))
+    for m in registry.METHODS.values():
+        extra = f"; options {', '.join(o.name for o in m.options)}" if m.options else ""
+        print(f"  {m.name} ({m.family}{', calibrated' if m.calibrated else ''}): {m.description}{extra}")
+    for a in registry.ALLOCATORS.values():
+        print(f"layerwise {a.name}: {a.description}; options {', '.join(o.name for o in a.options)}")
     print("patterns:        unstructured, N:M (e.g. 2:4, 4:8)")
     for name, module in tasks.TASKS.items():
         print(f"task {name}: templates {', '.join(module.TEMPLATES)}; "
@@ -166,6 +194,7 @@ def cmd_report(args) -> None:
               "ppl_windows": args.ppl_windows, "ppl_window": args.ppl_window,
               "temperature": args.temperature, "judge": args.judge, "judge_model": args.judge_model,
               "judge_key_env": args.judge_key_env, "judge_scoring": args.judge_scoring,
+              "layerwise": args.layerwise, "options": _options(args),
               "image_formats": _image_formats(args)}
     _validate_report(params)
     ipynb, html = report.render(params, out_dir=args.out, name=args.name)
@@ -244,13 +273,14 @@ def _task_data(entries: list[str] | None, tasks: list[str]) -> dict[str, str]:
 
 def _validate_report(params: dict) -> None:
     """Fail on a bad model, method, level, pattern or task before starting a kernel."""
-    from . import sweep
+    from . import config, sweep
     from .tasks import TASKS, TaskSpec, generation_temperature
 
     if params["judge"]:
         _judge(params["judge"], params["judge_model"], params["judge_key_env"], params["judge_scoring"])
-    specs = sweep.grid(params["methods"], params["sparsities"], params["patterns"], params["bits"],
-                       params["group_size"], params["symmetric"], params["partial_groups"])
+    specs = config.grid(params["methods"], params["sparsities"], params["patterns"], params["bits"],
+                        params["group_size"], params["symmetric"], params["partial_groups"],
+                        layerwise=params["layerwise"], options=params["options"])
     if params["ppl_windows"] < 0:
         raise ValueError(f"--ppl-windows must be >= 0, got {params['ppl_windows']}")
     tasks = [TaskSpec.parse(t, data=params["data"].get(t.partition(":")[0]),
@@ -307,6 +337,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-baseline", dest="baseline", action="store_false")
     _add_quantization(p)
     _add_calibration(p)
+    _add_layerwise_and_options(p)
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("compress", help="compress a model and save it as a folder")
@@ -319,6 +350,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     _add_quantization(p)
     _add_calibration(p)
+    _add_layerwise_and_options(p)
     p.set_defaults(fn=cmd_compress)
 
     p = sub.add_parser("report", help="render the papermill report to reports/ (ipynb + HTML)")
@@ -342,6 +374,7 @@ def main(argv=None) -> int:
                    help="tokens per perplexity window (default: the model's context, up to 2048)")
     _add_quantization(p, many_bits=True)
     _add_calibration(p)
+    _add_layerwise_and_options(p)
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("findings", help="render notebooks/findings.ipynb: LLM-KICK's five findings")

@@ -55,28 +55,6 @@ def _report(settings: Settings, desc: str, done: int, total: int) -> None:
         settings.on_progress(desc, done, total)
 
 
-def grid(methods, sparsities=(), patterns=(), bits=(), group_size: int | None = None,
-         symmetric: bool = False, partial_groups: bool = False,
-         calibration_spec: calibration.CalibrationSpec | None = None) -> list[CompressionSpec]:
-    """The specs of a report: dense, each pruning method at every sparsity and pattern, each
-    weight quantizer at every bit width (one grid setting), each bitsandbytes kind once."""
-    from .compress.spec import BNB, WEIGHT_QUANT
-
-    specs = [CompressionSpec("dense")]
-    for m in methods:
-        cal = calibration_spec if m in compress.CALIBRATED else None
-        if m in WEIGHT_QUANT:
-            specs += [CompressionSpec(m, bits=b, group_size=group_size, symmetric=symmetric,
-                                      partial_groups=partial_groups, calibration=cal)
-                      for b in bits]
-        elif m in BNB:
-            specs.append(CompressionSpec(m))
-        else:  # pruning; an unknown name fails in plan()
-            specs += [CompressionSpec(m, sparsity=x, calibration=cal) for x in sparsities]
-            specs += [CompressionSpec(m, pattern=x, calibration=cal) for x in patterns]
-    return specs
-
-
 def plan(model_names, specs, tasks) -> list[Run]:
     """Validate everything cheaply, then list the runs: dense first, duplicates dropped."""
     for name in model_names:

@@ -13,14 +13,13 @@ import ipywidgets as w
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import models, plots, sweep
-from .compress import CALIBRATED
+from . import config, models, plots, sweep
+from .compress import registry
 from .compress.calibration import CalibrationSpec
-from .compress.spec import BNB, PRUNING, WEIGHT_QUANT, CompressionSpec
+from .compress.spec import CompressionSpec
 from .store import Store, changed_answers
 from .tasks import TaskSpec
 
-FAMILIES = {"pruning": PRUNING, "quantization": (*WEIGHT_QUANT, *BNB)}
 PATTERNS = ("unstructured", "2:4", "4:8")
 BITS = (2, 3, 4, 8)
 GROUPS = (("per channel", None), ("32", 32), ("64", 64), ("128", 128))
@@ -58,9 +57,12 @@ class Workbench:
         self.model = w.Combobox(value=model, options=models.REAL_BUILTINS, ensure_option=False,
                                 description="model", placeholder="built-in, HF id, folder or .gguf",
                                 layout=w.Layout(width="360px"))
-        self.family = w.ToggleButtons(options=list(FAMILIES), value="pruning", description="family")
-        self.method = w.Dropdown(options=FAMILIES["pruning"], value="wanda", description="method")
+        self.family = w.ToggleButtons(options=list(registry.FAMILIES), value="pruning",
+                                      description="family")
+        self.method = w.Dropdown(options=registry.names("pruning"), value="wanda", description="method")
         self.pattern = w.Dropdown(options=PATTERNS, value="unstructured", description="pattern")
+        self.layerwise = w.Dropdown(options=["uniform", *registry.ALLOCATORS], value="uniform",
+                                    description="layerwise")
         self.sparsity = w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="sparsity",
                                       readout_format=".0%", continuous_update=False)
         self.bits = w.Dropdown(options=BITS, value=4, description="bits")
@@ -88,7 +90,7 @@ class Workbench:
         self._on_method()
         self.widget = w.VBox([
             w.HBox([w.VBox([self.model, self.family, self.method, self.pattern, self.sparsity,
-                            self.bits, self.group_size, self.fixed], layout=w.Layout(width="440px")),
+                            self.layerwise, self.bits, self.group_size, self.fixed], layout=w.Layout(width="440px")),
                     w.VBox([self.tasks, self.limit, w.HBox([self.run_button, self.cancel_button]),
                             self.progress, self.status])]),
             self.figure, w.HTML("<b>Results</b> (mean [95% bootstrap CI])"), self.table,
@@ -101,30 +103,33 @@ class Workbench:
         display(self.widget)
 
     def _on_family(self, _=None) -> None:
-        self.method.options = FAMILIES[self.family.value]
+        self.method.options = registry.names(self.family.value)
         self._on_method()
 
     def _on_method(self, _=None) -> None:
         """Show the level control that fits the method."""
-        m = self.method.value
-        show = {self.pattern: m in PRUNING, self.sparsity: m in PRUNING,
-                self.bits: m in WEIGHT_QUANT, self.group_size: m in WEIGHT_QUANT, self.fixed: m in BNB}
+        level = registry.method(self.method.value).level
+        show = {self.pattern: level == "sparsity", self.sparsity: level == "sparsity",
+                self.layerwise: level == "sparsity", self.bits: level == "bits",
+                self.group_size: level == "bits", self.fixed: level == "fixed"}
         for control, visible in show.items():
             control.layout.display = None if visible else "none"
-        self.sparsity.disabled = self.pattern.value != "unstructured"
+        self.sparsity.disabled = self.layerwise.disabled = self.pattern.value != "unstructured"
 
     # ---- what the controls say -----------------------------------------------------------
     def spec(self) -> CompressionSpec:
-        m = self.method.value
-        cal = self.calibration if m in CALIBRATED else None
-        if m in PRUNING:
-            nm = self.pattern.value != "unstructured"
-            return CompressionSpec(m, sparsity=0.0 if nm else round(self.sparsity.value, 4),
-                                   pattern=self.pattern.value, calibration=cal)
-        if m in WEIGHT_QUANT:
-            return CompressionSpec(m, bits=self.bits.value, group_size=self.group_size.value,
-                                   calibration=cal)
-        return CompressionSpec(m)
+        m, cal = self.method.value, self.calibration
+        level = registry.method(m).level
+        if level == "sparsity":
+            if self.pattern.value != "unstructured":
+                return config.spec(m, pattern=self.pattern.value, calibration=cal)
+            layerwise = None if self.layerwise.value == "uniform" else self.layerwise.value
+            return config.spec(m, sparsity=round(self.sparsity.value, 4), layerwise=layerwise,
+                               calibration=cal)
+        if level == "bits":
+            return config.spec(m, bits=self.bits.value, group_size=self.group_size.value,
+                               calibration=cal)
+        return config.spec(m)
 
     def task_specs(self) -> list[TaskSpec]:
         if not self.tasks.value:

@@ -1,60 +1,37 @@
-"""Compression methods: one registry, one signature: fn(model, spec, calibration) -> layer stats.
+"""Compression methods behind one contract (registry.py): each method's file registers it;
+`apply`, `applied` and `compressed` run any of them.
 
-Pruning and weight quantization (rtn, gptq) edit the loaded model in place and are undone by
-`applied`; bitsandbytes quantizes while loading, so `compressed` loads a second model for it.
+Pruning and weight quantization edit the loaded model in place and are undone by `applied`;
+a loaded kernel (bitsandbytes) quantizes while loading, so `compressed` loads a second model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 
 from .. import models
-from . import bnb, gptq, magnitude, rtn, sparsegpt, wanda
 from . import calibration as calib
-from .hessian import Hessian
+from . import registry
+# each import below registers its methods (registry.register in the method's own file)
+from . import magnitude, wanda, sparsegpt, rtn, gptq, bnb  # noqa: F401,E401
 from .layers import target_linears, weight_matrix
 from .quant import group_bounds
+from .registry import ALLOCATORS, METHODS
 from .size import model_size
-from .spec import BNB, WEIGHT_QUANT, CompressionSpec
+from .spec import CompressionSpec
 
-# methods that need activations: (collector class taking the input width, per-layer function)
-CALIBRATED = {
-    "wanda": (wanda.InputNorms, wanda.prune_layer),
-    "sparsegpt": (Hessian, sparsegpt.prune_layer),
-    "gptq": (Hessian, gptq.quantize_layers),
-}
-# whose function takes all the layers fed one input at once (a list of weights -> list of stats)
-STACKED = {"gptq"}
 FAKE_QUANT_NOTE = ("fake quantization: weights are quantized then dequantized, so evaluation "
                    "runs in {dtype} on exactly the quantized values; size counts packed codes")
 
 
-def _calibrated(model, spec: CompressionSpec, calibration: calib.Calibration) -> dict:
-    collector, fn = CALIBRATED[spec.method]
-    calibration.captured(model)
-
-    def compress_layers(modules, stats):
-        ws = [weight_matrix(m) for m in modules]
-        return fn(ws, stats, spec) if spec.method in STACKED else [fn(w, stats, spec) for w in ws]
-
-    return calib.walk_layers(model, calibration.inputs, calibration.kwargs,
-                             collect=lambda m: collector(weight_matrix(m).shape[1]),
-                             compress_layers=compress_layers)
-
-
-# name -> fn(model, spec, calibration) -> {layer name: {"sparsity": ..., ...}}
-METHODS = {
-    "magnitude": magnitude.prune,
-    "wanda": _calibrated,
-    "sparsegpt": _calibrated,
-    "rtn": rtn.quantize,
-    "gptq": _calibrated,
-}
-
-
 def needs_calibration(spec: CompressionSpec) -> bool:
-    return spec.method in CALIBRATED
+    """The method, or its layer-wise allocation, reads calibration activations."""
+    if spec.is_dense:
+        return False
+    return spec.entry.calibrated or bool(spec.layerwise
+                                         and registry.allocator(spec.layerwise).calibrated)
 
 
 def calibration_spec(spec: CompressionSpec) -> calib.CalibrationSpec | None:
@@ -64,15 +41,14 @@ def calibration_spec(spec: CompressionSpec) -> calib.CalibrationSpec | None:
 
 def check(spec: CompressionSpec, model=None) -> None:
     """Raise a clear error for a spec that cannot run (before any work is done)."""
-    if not spec.is_dense and spec.method not in METHODS and spec.method not in BNB:
-        raise ValueError(f"unknown compression method {spec.method!r}; "
-                         f"available: dense, {', '.join([*METHODS, *BNB])}")
+    if not spec.is_dense:
+        registry.method(spec.method)
     if spec.calibration is not None and not needs_calibration(spec):
         raise ValueError(f"method {spec.method!r} takes no calibration data")
-    if spec.method in BNB:
-        ok, why = bnb.available()
+    if not spec.is_dense and spec.entry.available:
+        ok, why = spec.entry.available()
         if not ok:
-            raise RuntimeError(f"{spec.method}: {why} (pip install bitsandbytes)")
+            raise ValueError(f"{spec.method}: {why}")
     if model is None:
         return
     for name, module in target_linears(model):
@@ -88,25 +64,33 @@ def check(spec: CompressionSpec, model=None) -> None:
 
 def apply(model, spec: CompressionSpec, calibration: calib.Calibration | None = None) -> dict:
     """Compress the model in place and return a report: size, achieved sparsity overall and
-    per layer (plus reconstruction error for calibrated methods)."""
+    per layer (plus reconstruction error for calibrated methods, per-layer targets for a
+    layer-wise allocation)."""
     check(spec, model)
-    if spec.method in BNB:
-        raise ValueError(f"{spec.method} quantizes while loading: use compress.compressed(lm, spec)")
     dtype = next(model.parameters()).dtype
     if spec.is_dense:
         return {"spec": spec.label, "sparsity": 0.0, "layers": {}, "seconds": 0.0,
                 "size": model_size(model, spec)}
+    if spec.entry.loaded:
+        raise ValueError(f"{spec.method} quantizes while loading: use compress.compressed(lm, spec)")
     if needs_calibration(spec) and calibration is None:
         raise ValueError(f"{spec.method} needs calibration data: pass "
                          "calibration=compress.calibration.prepare(tokenizer, calibration_spec(spec))")
     t0 = time.perf_counter()
-    layers = METHODS[spec.method](model, spec, calibration=calibration)
+    targets = None
+    if spec.layerwise:
+        targets = registry.allocator(spec.layerwise).allocate(model, spec, calibration)
+    layer_spec = (lambda name: replace(spec, sparsity=targets[name])) if targets else None
+    layers = spec.entry.apply(model, spec, calibration, layer_spec=layer_spec)
     seconds = time.perf_counter() - t0
     weights = {n: weight_matrix(m) for n, m in target_linears(model)}
     zeros = sum(int((weights[n] == 0).sum()) for n in layers)
     report = {"spec": spec.label, "sparsity": zeros / sum(weights[n].numel() for n in layers),
               "layers": layers, "seconds": seconds, "size": model_size(model, spec)}
-    if spec.method in WEIGHT_QUANT:
+    if targets:
+        for name, target in targets.items():
+            layers[name]["target_sparsity"] = target
+    if spec.family == "quantization":
         report["arithmetic"] = FAKE_QUANT_NOTE.format(dtype=str(dtype).replace("torch.", ""))
         report["groups"] = _partial_groups(weights, spec)
     if calibration is not None:
@@ -139,17 +123,22 @@ def applied(model, spec: CompressionSpec, calibration: calib.Calibration | None 
 
 @contextlib.contextmanager
 def compressed(lm, spec: CompressionSpec, calibration: calib.Calibration | None = None):
-    """(model, report) for any method: in place on lm for pruning and rtn/gptq (restored
-    afterwards); a second, bitsandbytes-quantized copy for bnb-* methods."""
-    if spec.method not in BNB:
+    """(model, report) for any method: in place on lm for pruning and weight quantization
+    (restored afterwards); a second, quantized-while-loading copy for loaded kernels."""
+    if spec.is_dense or not spec.entry.loaded:
         with applied(lm.model, spec, calibration) as report:
             yield lm, report
         return
     check(spec, lm.model)
     t0 = time.perf_counter()
-    qlm = models.load(lm.name, lm.device, lm.dtype, quantization_config=bnb.config(spec, lm.dtype))
+    qlm = models.load(lm.name, lm.device, lm.dtype,
+                      quantization_config=spec.entry.load_config(spec, lm.dtype))
     report = {"spec": spec.label, "sparsity": 0.0, "layers": {},
               "seconds": time.perf_counter() - t0, "size": model_size(lm.model, spec),
               "loaded_bytes": bnb.footprint(qlm.model),
-              "arithmetic": bnb.arithmetic(spec, lm)}
+              "arithmetic": spec.entry.note(spec, lm)}
     yield qlm, report
+
+
+__all__ = ["ALLOCATORS", "METHODS", "CompressionSpec", "apply", "applied", "calibration_spec",
+           "check", "compressed", "needs_calibration", "registry"]

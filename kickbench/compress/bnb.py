@@ -8,10 +8,16 @@ copy. Arithmetic is real int8 / 4-bit kernels, not fake quantization.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 
-from .spec import BNB, CompressionSpec
+from .registry import Method, register
+from .spec import CompressionSpec
+
+BITS = {"bnb-int8": 8, "bnb-nf4": 4, "bnb-fp4": 4}
+BLOCK = 64           # bitsandbytes 4-bit: one absmax per 64 weights
+DQ_BLOCK = 256       # double quantization: absmax in 8 bits, one fp32 scale per 256 of them
 
 
 def available() -> tuple[bool, str]:
@@ -37,8 +43,8 @@ def config(spec: CompressionSpec, dtype: torch.dtype):
     """The transformers quantization config for a bnb-* spec; compute runs in `dtype`."""
     from transformers import BitsAndBytesConfig
 
-    if spec.method not in BNB:
-        raise ValueError(f"{spec.method!r} is not a bitsandbytes method ({', '.join(BNB)})")
+    if spec.method not in BITS:
+        raise ValueError(f"{spec.method!r} is not a bitsandbytes method ({', '.join(BITS)})")
     if spec.method == "bnb-int8":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.method[4:],
@@ -57,3 +63,34 @@ def arithmetic(spec: CompressionSpec, lm) -> str:
     if spec.method == "bnb-int8":  # bitsandbytes casts activations to fp16 for int8 matmul
         return "bitsandbytes LLM.int8 kernels (fp16 activations, outliers above 6.0 in fp16)"
     return f"bitsandbytes {spec.method[4:]} kernels, weights dequantized to {dtype} per matmul"
+
+
+def check(spec: CompressionSpec) -> dict:
+    """Bits are implied by the kind; double quantization exists for the 4-bit kinds."""
+    implied = BITS[spec.method]
+    if spec.bits not in (None, implied):
+        raise ValueError(f"{spec.method} is {implied}-bit, got bits={spec.bits!r}")
+    if spec.double_quant and implied == 8:
+        raise ValueError("double_quant applies to bnb-nf4 and bnb-fp4 only")
+    return {"bits": implied}
+
+
+def layer_bits(spec: CompressionSpec, w: torch.Tensor) -> int:
+    """bitsandbytes' own layout of one [out, in] matrix."""
+    rows, cols = w.shape
+    if spec.method == "bnb-int8":
+        return rows * cols * 8 + rows * 32  # int8 codes + an fp32 scale per row (SCB)
+    blocks = math.ceil(rows * cols / BLOCK)
+    absmax = blocks * 8 + math.ceil(blocks / DQ_BLOCK) * 32 + 32 if spec.double_quant \
+        else blocks * 32
+    return rows * cols * 4 + absmax
+
+
+for _name, _text in (("bnb-int8", "bitsandbytes LLM.int8 (int8 with fp16 outliers)"),
+                     ("bnb-nf4", "bitsandbytes 4-bit NormalFloat"),
+                     ("bnb-fp4", "bitsandbytes 4-bit float")):
+    register(Method(_name, "quantization", "fixed", _text, load_config=config,
+                    fields=("bits", "double_quant"), check=check, size_bits=layer_bits,
+                    label=lambda s: " ".join(filter(None, [s.method, "dq" if s.double_quant else ""])),
+                    setting=lambda s: "double quant" if s.double_quant else "",
+                    note=arithmetic, available=available))

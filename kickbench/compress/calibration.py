@@ -139,12 +139,13 @@ ERROR_SAMPLES = 4  # calibration windows on which reconstruction error is measur
 
 def walk_layers(model, inputs: list[torch.Tensor], kwargs: list[dict],
                 collect: Callable[[torch.nn.Module], object],
-                compress_layers: Callable[[list[torch.nn.Module], object], list[dict]]) -> dict:
+                compress_layers: Callable[[list[str], list[torch.nn.Module], object], list[dict]]) -> dict:
     """Compress every decoder block in turn on calibration activations.
 
     collect(linear) makes a collector whose add_batch(x) sees the linear's inputs; linears fed
-    the same tensor (q/k/v, gate/up) share one collector. compress_layers(linears, collector)
-    edits the weights of the linears sharing that collector in place and returns their stats. Each layer's stats gain `error`:
+    the same tensor (q/k/v, gate/up) share one collector. compress_layers(names, linears,
+    collector) edits the weights of the linears sharing that collector in place and returns
+    their stats. Each layer's stats gain `error`:
     ||W X - W' X|| / ||W X|| on the first ERROR_SAMPLES windows. Returns {layer name: stats}.
     """
     report = {}
@@ -155,7 +156,7 @@ def walk_layers(model, inputs: list[torch.Tensor], kwargs: list[dict],
         for name, c in collectors.items():
             shared.setdefault(id(c), (c, []))[1].append(name)
         for c, names in shared.values():
-            report.update(zip(names, compress_layers([linears[n] for n in names], c)))
+            report.update(zip(names, compress_layers(names, [linears[n] for n in names], c)))
         errors = {name: [0.0, 0.0] for name in linears}
 
         def error_hooks():
@@ -234,3 +235,28 @@ def prepare(tokenizer, spec: CalibrationSpec) -> Calibration:
     """Tokenize and cut the windows (cheap); block inputs are captured on first use."""
     tokens = calibration_tokens(tokenizer, spec)
     return Calibration(spec, tokens, tokens_hash(tokens))
+
+
+def layerwise(collector: Callable[[int], object], compress_group: Callable, stacked: bool = False):
+    """The apply() of a method that needs activations (the registry's contract).
+
+    collector(input width) gathers statistics of a linear's inputs (add_batch(x));
+    compress_group(weights, stats, spec) edits one [out, in] weight view in place and returns
+    its stats; with stacked=True it takes every weight fed the same input at once (a list,
+    and a list of stats back). Layer-wise allocations reach it through layer_spec(name)."""
+
+    def apply(model, spec, calibration: Calibration, layer_spec: Callable = None) -> dict:
+        calibration.captured(model)
+        spec_of = layer_spec or (lambda _name: spec)
+
+        def compress_layers(names, modules, stats):
+            ws = [weight_matrix(m) for m in modules]
+            if stacked:
+                return compress_group(ws, stats, spec_of(names[0]))
+            return [compress_group(w, stats, spec_of(n)) for n, w in zip(names, ws)]
+
+        return walk_layers(model, calibration.inputs, calibration.kwargs,
+                           collect=lambda m: collector(weight_matrix(m).shape[1]),
+                           compress_layers=compress_layers)
+
+    return apply

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import torch
 
+from .calibration import layerwise
 from .hessian import Hessian, inverse_cholesky, without_dead_inputs
 from .obs import _array, sweep
 from .quant import grid_for, group_bounds
+from .registry import Method, register
+from .spec import GRID_FIELDS, check_grid
 
 
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int, group_size: int | None,
@@ -58,3 +61,8 @@ def quantize_layers(ws: list[torch.Tensor], stats: Hessian, spec) -> list[dict]:
     if used != spec.damping:
         out["damping_raised_to"] = used  # the Hessian was not positive definite
     return [dict(out) for _ in ws]
+
+
+register(Method("gptq", "quantization", "bits", "GPTQ: column by column, error pushed through H^-1",
+                apply=layerwise(Hessian, quantize_layers, stacked=True),
+                fields=(*GRID_FIELDS, "act_order", "damping"), calibrated=True, check=check_grid))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from .layers import target_linears, weight_matrix
 from .quant import rtn
-from .spec import CompressionSpec
+from .registry import Method, register
+from .spec import GRID_FIELDS, CompressionSpec, check_grid
 
 
-def quantize(model, spec: CompressionSpec, **_) -> dict[str, dict]:
+def quantize(model, spec: CompressionSpec, calibration=None, layer_spec=None) -> dict[str, dict]:
     """Quantize-dequantize every target linear in place; returns {layer: {"bits": ...}}."""
     report = {}
     for name, module in target_linears(model):
@@ -15,3 +16,7 @@ def quantize(model, spec: CompressionSpec, **_) -> dict[str, dict]:
         w.copy_(rtn(w, spec.bits, spec.group_size, spec.symmetric).to(w.dtype))
         report[name] = {"bits": spec.bits}
     return report
+
+
+register(Method("rtn", "quantization", "bits", "round to nearest on a min-max grid",
+                apply=quantize, fields=GRID_FIELDS, check=check_grid))

@@ -5,7 +5,8 @@ parameters outside the compressed linears (embeddings, norms, lm_head) stay 16-b
 layers store their nonzero weights in 16 bits, plus ceil(log2 M) index bits per kept weight
 for N:M (2:4 is NVIDIA's 2-bit metadata); unstructured index overhead is not counted, the
 optimistic convention of the pruning papers. Quantized layers count their packed codes,
-fp16 scales and zero points (quant.packed_bits); bitsandbytes counts its own layout.
+fp16 scales and zero points (quant.packed_bits); a method with its own layout (bitsandbytes)
+gives Method.size_bits.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ import torch
 from ..models import unique_parameters
 from .layers import target_linears, weight_matrix
 from .quant import packed_bits
-from .spec import BNB, WEIGHT_QUANT, CompressionSpec
+from .spec import CompressionSpec
 
 DENSE_BITS = 16
-BNB_BLOCK = 64           # bitsandbytes 4-bit: one absmax per 64 weights
-BNB_DQ_BLOCK = 256       # double quantization: absmax in 8 bits, one fp32 scale per 256 of them
 
 
 def layer_bits(spec: CompressionSpec, w: torch.Tensor) -> int:
@@ -29,15 +28,10 @@ def layer_bits(spec: CompressionSpec, w: torch.Tensor) -> int:
     rows, cols = w.shape
     if spec.is_dense:
         return rows * cols * DENSE_BITS
-    if spec.method in WEIGHT_QUANT:
+    if spec.entry.size_bits:  # a method with a layout of its own (bitsandbytes)
+        return spec.entry.size_bits(spec, w)
+    if spec.family == "quantization":
         return packed_bits(rows, cols, spec.bits, spec.group_size, spec.symmetric)
-    if spec.method == "bnb-int8":
-        return rows * cols * 8 + rows * 32  # int8 codes + an fp32 scale per row (SCB)
-    if spec.method in BNB:
-        blocks = math.ceil(rows * cols / BNB_BLOCK)
-        absmax = blocks * 8 + math.ceil(blocks / BNB_DQ_BLOCK) * 32 + 32 if spec.double_quant \
-            else blocks * 32
-        return rows * cols * 4 + absmax
     kept = int(torch.count_nonzero(w).item())
     index = math.ceil(math.log2(spec.nm[1])) if spec.nm else 0
     return kept * (DENSE_BITS + index)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from .calibration import layerwise
 from .hessian import Hessian, inverse_cholesky, without_dead_inputs
 from .masks import nm_mask, unstructured_mask
 from .obs import _array, sub_block, sweep, window
+from .registry import Method, register
+from .spec import PRUNING_FIELDS, check_pruning
 
 
 def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: float,
@@ -51,3 +54,8 @@ def prune_layer(w: torch.Tensor, stats: Hessian, spec) -> dict:
     if used != spec.damping:
         out["damping_raised_to"] = used  # the Hessian was not positive definite
     return out
+
+
+register(Method("sparsegpt", "pruning", description="SparseGPT: OBS updates from the layer Hessian",
+                apply=layerwise(Hessian, prune_layer), fields=(*PRUNING_FIELDS, "damping"),
+                calibrated=True, check=check_pruning, level="sparsity"))

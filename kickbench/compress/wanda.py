@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from .calibration import layerwise
 from .masks import mask_for
+from .registry import Method, register
+from .spec import PRUNING_FIELDS, check_pruning
 
 
 class InputNorms:
@@ -33,3 +36,8 @@ def prune_layer(w: torch.Tensor, stats: InputNorms, spec) -> dict:
     mask = wanda_mask(w, stats.sq, spec.sparsity, spec.nm)
     w.mul_(mask)
     return {"sparsity": 1.0 - mask.float().mean().item()}
+
+
+register(Method("wanda", "pruning", "sparsity", "Wanda: |W| x input norm, per output row",
+                apply=layerwise(InputNorms, prune_layer), fields=PRUNING_FIELDS,
+                calibrated=True, check=check_pruning))
