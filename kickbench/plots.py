@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
@@ -18,6 +20,12 @@ METRIC_TITLES = {"accuracy": "accuracy (strict)", "exact_match": "exact match",
                  "unique_token_ratio": "unique-token ratio", "within_limit": "within word limit",
                  "answer_ppl": "answer perplexity (dense model)"}
 LOWER_IS_BETTER = {"perplexity", "answer_ppl"}
+
+
+def _text(value) -> str:
+    """Text from data (task labels, MMLU categories, model names) made inert for Plotly, which
+    renders a subset of HTML in titles, legend names and hover labels."""
+    return html.escape(str(value), quote=False)
 
 
 def with_text(frame: pd.DataFrame) -> pd.DataFrame:
@@ -59,7 +67,7 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
     fig = go.Figure()
     for model_name, per_model in rows.groupby("model", sort=False):
         dense = per_model[per_model["method"] == "dense"].assign(**{x: x_dense})
-        prefix = f"{model_name}: " if rows["model"].nunique() > 1 else ""
+        prefix = f"{_text(model_name)}: " if rows["model"].nunique() > 1 else ""
         if not dense.empty:
             span = (0, max(rows["sparsity"].max(), 0.05)) if x == "sparsity" else \
                 (min(rows["size_fraction"].min(), 0.95), 1.0)
@@ -71,17 +79,18 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
                 line = pd.concat([dense.tail(1), line])
             line = line.sort_values(x)
             fig.add_trace(go.Scatter(
-                x=line[x], y=line["value"], name=f"{prefix}{method} {setting}".strip(),
+                x=line[x], y=line["value"], name=f"{prefix}{_text(method)} {_text(setting)}".strip(),
                 mode="lines+markers" if curve else "markers",
                 marker=dict(size=9 if curve else 13, symbol="circle" if curve else "diamond"),
                 error_y=dict(type="data", symmetric=False,
                              array=line["ci_high"] - line["value"],
                              arrayminus=line["value"] - line["ci_low"]),
-                customdata=line[["n", "label"]], hovertemplate="%{customdata[1]}<br>"
+                customdata=line[["n"]].assign(label=line["label"].map(_text)),
+                hovertemplate="%{customdata[1]}<br>"
                 f"{x} %{{x:.0%}}<br>{metric} %{{y:.3f}}<br>n=%{{customdata[0]}}"
                 "<extra>%{fullData.name}</extra>"))
     fig.update_layout(
-        title=title or f"{METRIC_TITLES.get(metric, metric)} vs {x.replace('_', ' ')}",
+        title=_text(title or f"{METRIC_TITLES.get(metric, metric)} vs {x.replace('_', ' ')}"),
         xaxis=X_AXES[x],
         yaxis=dict(title=METRIC_TITLES.get(metric, metric), type="log")
         if metric in LOWER_IS_BETTER else
@@ -119,7 +128,7 @@ def small_multiples(frame: pd.DataFrame, panels: list[tuple[str, str]], x: str =
     if not figs:
         raise ValueError(f"no results for any of the panels {panels}")
     rows = -(-len(figs) // cols)
-    grid = make_subplots(rows=rows, cols=min(cols, len(figs)), subplot_titles=[t for t, _, _ in figs],
+    grid = make_subplots(rows=rows, cols=min(cols, len(figs)), subplot_titles=[_text(t) for t, _, _ in figs],
                          horizontal_spacing=0.08, vertical_spacing=0.12 if rows > 1 else 0.2)
     palette, colours, seen = plotly.colors.qualitative.Plotly, {}, set()
     for k, (_, metric, f) in enumerate(figs):
@@ -140,7 +149,7 @@ def small_multiples(frame: pd.DataFrame, panels: list[tuple[str, str]], x: str =
             grid.update_yaxes(type="log", row=r, col=c)
         else:
             grid.update_yaxes(rangemode="tozero", row=r, col=c)
-    grid.update_layout(title=title or f"every task against {X_AXES[x]['title'].split(' (')[0]}",
+    grid.update_layout(title=_text(title or f"every task against {X_AXES[x]['title'].split(' (')[0]}"),
                        template="plotly_white", height=330 * rows + 120,
                        legend=dict(orientation="h", y=-0.08))
     return grid

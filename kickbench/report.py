@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import html as _html
 import re
 import time
 import warnings
@@ -28,6 +29,24 @@ class LiveAndStaticRenderer(MimetypeRenderer):
         bundle["text/html"] = pio.to_html(fig_dict, include_plotlyjs=False, full_html=False,
                                           include_mathjax=False, validate=False)
         return bundle
+
+
+MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def md_escape(text) -> str:
+    """Model or dataset text made inert inside a Markdown cell: markdown specials
+    backslash-escaped, then &, <, > as HTML entities (raw HTML passes through Markdown)."""
+    return _html.escape(MARKDOWN_SPECIALS.sub(r"\\\1", str(text)), quote=False)
+
+
+def escaped(styler):
+    """A pandas Styler with its index, column labels and caption HTML-escaped too
+    (`.format(escape="html")` covers only the cells; Stylers escape nothing by default)."""
+    styler = styler.format_index(escape="html", axis=0).format_index(escape="html", axis=1)
+    if styler.caption is not None:
+        styler = styler.set_caption(_html.escape(str(styler.caption)))
+    return styler
 
 
 IMAGE_FORMATS = ("png", "pdf", "svg")
@@ -87,12 +106,23 @@ def to_html(notebook: str | Path, html: str | Path) -> Path:
     return html
 
 
+def check_name(name: str | None) -> None:
+    """A report name is a file name stem inside the output folder, never a path."""
+    if not name:  # None or "": render picks report-<time>
+        return
+    if (not isinstance(name, str) or "/" in name or "\\" in name or ".." in name
+            or "\0" in name or Path(name).is_absolute()):
+        raise ValueError(f"report name {name!r} is not allowed: use a file name stem without "
+                         "'/' or '..' (the files go into the output folder)")
+
+
 def render(parameters: dict, out_dir: str | Path = ROOT / "reports", name: str | None = None,
            notebook: str | Path = NOTEBOOK) -> tuple[Path, Path]:
     """Execute the report notebook with papermill, then export it; returns (ipynb, html).
     Images asked for with parameters["image_formats"] go to <out_dir>/<name>-figures/."""
     import papermill
 
+    check_name(name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or f"report-{time.strftime('%Y%m%d-%H%M%S')}"
