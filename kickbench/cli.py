@@ -178,7 +178,7 @@ def cmd_compress(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from . import report
+    from . import config, report
 
     params = {"model": args.model, "methods": _names(args.methods),
               "sparsities": _floats(args.sparsities), "patterns": _names(args.patterns),
@@ -196,7 +196,7 @@ def cmd_report(args) -> None:
               "judge_key_env": args.judge_key_env, "judge_scoring": args.judge_scoring,
               "layerwise": args.layerwise, "options": _options(args),
               "image_formats": _image_formats(args)}
-    _validate_report(params)
+    config.report_plan(params)  # what the notebook will run, checked before a kernel starts
     ipynb, html = report.render(params, out_dir=args.out, name=args.name)
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
     if params["image_formats"]:
@@ -269,28 +269,6 @@ def _task_data(entries: list[str] | None, tasks: list[str]) -> dict[str, str]:
             raise ValueError(f"--data {entry!r}: task {task!r} is not among --tasks ({', '.join(names)})")
         out[task] = source
     return out
-
-
-def _validate_report(params: dict) -> None:
-    """Fail on a bad model, method, level, pattern or task before starting a kernel."""
-    from . import config, sweep
-    from .tasks import TASKS, TaskSpec, generation_temperature
-
-    if params["judge"]:
-        _judge(params["judge"], params["judge_model"], params["judge_key_env"], params["judge_scoring"])
-    specs = config.grid(params["methods"], params["sparsities"], params["patterns"], params["bits"],
-                        params["group_size"], params["symmetric"], params["partial_groups"],
-                        layerwise=params["layerwise"], options=params["options"])
-    if params["ppl_windows"] < 0:
-        raise ValueError(f"--ppl-windows must be >= 0, got {params['ppl_windows']}")
-    tasks = [TaskSpec.parse(t, data=params["data"].get(t.partition(":")[0]),
-                            limit=params["task_limits"].get(t.partition(":")[0]),
-                            temperature=generation_temperature(t, params["temperature"]))
-             for t in params["tasks"]]
-    if not tasks:
-        raise ValueError("--tasks is empty; available: " + ", ".join(TASKS) + " (see `kickbench list`)")
-    tasks.append(TaskSpec("perplexity", window=params["ppl_window"]))
-    sweep.plan([params["model"]], specs, tasks)
 
 
 def _judge(spec, model, key_env, scoring):

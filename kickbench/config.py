@@ -6,6 +6,7 @@ Everything here is cheap (no model loads), so a bad value fails before any slow 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .compress import calibration as calib
@@ -23,15 +24,14 @@ def options_for(method: str, layerwise: str | None, options: dict[str, Any]) -> 
 
 def spec(method: str, *, calibration: calib.CalibrationSpec | None = None,
          options: dict[str, Any] | None = None, **fields) -> CompressionSpec:
-    """One spec; calibration is attached only where the method (or allocation) reads it, and
-    of `options` only those the method declares (a report passes one set to every method)."""
+    """One spec; calibration is attached only where the method (or its allocation) reads it.
+    An option the method does not declare is refused."""
     if method == "dense":
         if options:
             raise ValueError(f"method 'dense' takes no options, got {', '.join(options)}")
         return CompressionSpec("dense", **fields)
-    options = options_for(method, fields.get("layerwise"), options or {})
-    s = CompressionSpec(method, options=options, **fields)
-    return CompressionSpec(method, options=options, calibration=calibration, **fields) \
+    s = CompressionSpec(method, options=options or {}, **fields)
+    return CompressionSpec(method, options=options or {}, calibration=calibration, **fields) \
         if needs_calibration(s) else s
 
 
@@ -47,15 +47,16 @@ def grid(methods, sparsities=(), patterns=(), bits=(), group_size: int | None = 
     _check_options_used(methods, layerwise, options)
     specs = [CompressionSpec("dense")]
     for m in methods:
-        entry = registry.method(m)
-        common = dict(calibration=calibration_spec, options=options)
-        if entry.level == "bits":
+        level = registry.method(m).level
+        common = dict(calibration=calibration_spec, options=options_for(m, None, options))
+        if level == "bits":
             specs += [spec(m, bits=b, group_size=group_size, symmetric=symmetric,
                            partial_groups=partial_groups, **common) for b in bits]
-        elif entry.level == "fixed":
+        elif level == "fixed":
             specs.append(spec(m, **common))
-        else:
-            specs += [spec(m, sparsity=x, layerwise=layerwise, **common) for x in sparsities]
+        else:  # layerwise (and its options) for unstructured levels; N:M fixes every layer
+            specs += [spec(m, sparsity=x, layerwise=layerwise, calibration=calibration_spec,
+                           options=options_for(m, layerwise, options)) for x in sparsities]
             specs += [spec(m, pattern=x, **common) for x in patterns]
     return specs
 
@@ -73,3 +74,86 @@ def _check_options_used(methods, layerwise, options) -> None:
     if unused:
         raise ValueError(f"option {unused[0]!r} applies to no chosen method "
                          f"({', '.join(methods)}{' with layerwise ' + layerwise if layerwise else ''})")
+
+
+# the report notebook's parameters: `kickbench report` fills them, papermill injects them
+REPORT_PARAMETERS = (
+    "model", "methods", "sparsities", "patterns", "bits", "group_size", "symmetric",
+    "partial_groups", "layerwise", "options", "tasks", "data", "limit", "task_limits",
+    "calib_data", "nsamples", "seqlen", "ppl_data", "ppl_windows", "ppl_window", "device",
+    "dtype", "batch_size", "seed", "temperature", "judge", "judge_model", "judge_key_env",
+    "judge_scoring", "progress")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Validated runs, the tasks they cover (charts follow this order) and how to run them."""
+
+    runs: list
+    tasks: list
+    settings: Any
+
+
+def task_specs(names, data: dict | None = None, task_limits: dict | None = None,
+               temperature: float | None = None) -> list:
+    """'name' / 'name:template' entries -> TaskSpecs with their data and per-task limits."""
+    from .tasks import TASKS, TaskSpec, generation_temperature
+
+    if not names:
+        raise ValueError("--tasks is empty (no task given); available: " + ", ".join(TASKS)
+                         + " (see `kickbench list`)")
+    data, task_limits = data or {}, task_limits or {}
+    return [TaskSpec.parse(t, data=data.get(t.partition(":")[0]),
+                           limit=task_limits.get(t.partition(":")[0]),
+                           temperature=generation_temperature(t, temperature)) for t in names]
+
+
+def report_plan(p: dict) -> Plan:
+    """A report's parameters -> its plan: the same for `kickbench report` (which checks it
+    before starting a kernel) and the notebook (which runs it). Perplexity joins the tasks
+    when ppl_windows > 0."""
+    from . import judge as judges
+    from . import sweep
+    from .tasks import TaskSpec
+
+    missing = [k for k in REPORT_PARAMETERS if k not in p]
+    if missing:
+        raise ValueError(f"report parameters missing: {', '.join(missing)}")
+    if p["ppl_windows"] < 0:
+        raise ValueError(f"ppl_windows must be >= 0, got {p['ppl_windows']}")
+    cal = calib.CalibrationSpec(p["calib_data"], nsamples=p["nsamples"], seqlen=p["seqlen"])
+    specs = grid(p["methods"], p["sparsities"], p["patterns"], p["bits"], p["group_size"],
+                 p["symmetric"], p["partial_groups"], cal, layerwise=p["layerwise"],
+                 options=p["options"])
+    tasks = task_specs(p["tasks"], p["data"], p["task_limits"], p["temperature"])
+    if p["ppl_windows"]:
+        tasks.append(TaskSpec("perplexity", data=p["ppl_data"], limit=p["ppl_windows"],
+                              window=p["ppl_window"]))
+    judge = judges.from_spec(p["judge"], model=p["judge_model"], api_key_env=p["judge_key_env"],
+                             scoring=p["judge_scoring"]) if p["judge"] else None
+    settings = sweep.Settings(limit=p["limit"], device=p["device"], dtype=p["dtype"],
+                              batch_size=p["batch_size"], seed=p["seed"], progress=p["progress"],
+                              judge=judge)
+    return Plan(sweep.plan([p["model"]], specs, tasks), tasks, settings)
+
+
+def parse_spec(text: str, calibration: calib.CalibrationSpec | None = None) -> CompressionSpec:
+    """A spec from its label: 'dense', 'wanda 30%', 'sparsegpt 2:4', 'wanda 50% owl',
+    'rtn w4', 'gptq w3 g64 sym', 'bnb-nf4 dq' (calibration attached where it is read)."""
+    method, *words = text.split()
+    fields: dict[str, Any] = {}
+    for w in words:
+        if w.endswith("%"):
+            fields["sparsity"] = float(w[:-1]) / 100
+        elif ":" in w:
+            fields["pattern"] = w
+        elif w[0] in "wg" and w[1:].isdigit():
+            fields["bits" if w[0] == "w" else "group_size"] = int(w[1:])
+        elif w in ("sym", "act-order", "dq"):
+            fields[{"sym": "symmetric", "act-order": "act_order", "dq": "double_quant"}[w]] = True
+        elif w in registry.ALLOCATORS:
+            fields["layerwise"] = w
+        elif w != "per-channel":
+            raise ValueError(f"cannot read {w!r} in spec {text!r}: expected N%, N:M, wN, gN, "
+                             f"sym, act-order, dq or a layer-wise allocation")
+    return spec(method, calibration=calibration, **fields)

@@ -1,4 +1,5 @@
-"""Plotly figures from the tidy results frame (store.frame() or sweep.execute())."""
+"""Plotly figures from the tidy results frame (results.frame() or sweep.execute()); metric
+titles and directions come from the tasks that declare them."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from . import tasks
+
 MATCH_TOLERANCE = 0.05  # "matching": within 5% (relative) of the dense model, as in LLM-KICK
-METRIC_TITLES = {"accuracy": "accuracy (strict)", "exact_match": "exact match",
-                 "legacy_accuracy": "accuracy (LLM-KICK legacy)", "perplexity": "perplexity",
-                 "f1": "token F1", "letter_accuracy": "accuracy (letter)",
-                 "cloze_accuracy": "accuracy (cloze)",
-                 "cloze_norm_accuracy": "accuracy (cloze, length-normalised)",
-                 "rougeL": "ROUGE-L F1", "rouge1": "ROUGE-1 F1", "rouge2": "ROUGE-2 F1",
-                 "judge_score": "judge score (1-10)", "win_rate": "win rate vs reference",
-                 "unique_token_ratio": "unique-token ratio", "within_limit": "within word limit",
-                 "answer_ppl": "answer perplexity (dense model)"}
-LOWER_IS_BETTER = {"perplexity", "answer_ppl"}
+
+
+def metric_title(metric: str) -> str:
+    """A metric's title, from the task that declares it (tasks/metrics.py)."""
+    return tasks.metric(metric).title
+
+
+def lower_is_better(metric: str) -> bool:
+    return not tasks.metric(metric).higher_is_better
 
 
 def _text(value) -> str:
@@ -71,7 +73,7 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
         if not dense.empty:
             span = (0, max(rows["sparsity"].max(), 0.05)) if x == "sparsity" else \
                 (min(rows["size_fraction"].min(), 0.95), 1.0)
-            _dense_guides(fig, dense.iloc[-1]["value"], prefix, metric in LOWER_IS_BETTER, span)
+            _dense_guides(fig, dense.iloc[-1]["value"], prefix, lower_is_better(metric), span)
         comp = per_model[per_model["method"] != "dense"].dropna(subset=[x])
         for (method, setting), line in comp.groupby(["method", "setting"], sort=False):
             curve = line[x].nunique() > 1 or setting == "unstructured"
@@ -90,11 +92,11 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
                 f"{x} %{{x:.0%}}<br>{metric} %{{y:.3f}}<br>n=%{{customdata[0]}}"
                 "<extra>%{fullData.name}</extra>"))
     fig.update_layout(
-        title=_text(title or f"{METRIC_TITLES.get(metric, metric)} vs {x.replace('_', ' ')}"),
+        title=_text(title or f"{metric_title(metric)} vs {x.replace('_', ' ')}"),
         xaxis=X_AXES[x],
-        yaxis=dict(title=METRIC_TITLES.get(metric, metric), type="log")
-        if metric in LOWER_IS_BETTER else
-        dict(title=METRIC_TITLES.get(metric, metric), rangemode="tozero"),
+        yaxis=dict(title=metric_title(metric), type="log")
+        if lower_is_better(metric) else
+        dict(title=metric_title(metric), rangemode="tozero"),
         template="plotly_white", legend=dict(orientation="h", y=-0.2), height=480)
     return fig
 
@@ -124,7 +126,7 @@ def small_multiples(frame: pd.DataFrame, panels: list[tuple[str, str]], x: str =
             f = accuracy_figure(frame, metric, model=model, x=x, task_label=task_label)
         except ValueError:
             continue
-        figs.append((f"{task_label}: {METRIC_TITLES.get(metric, metric)}", metric, f))
+        figs.append((f"{task_label}: {metric_title(metric)}", metric, f))
     if not figs:
         raise ValueError(f"no results for any of the panels {panels}")
     rows = -(-len(figs) // cols)
@@ -145,7 +147,7 @@ def small_multiples(frame: pd.DataFrame, panels: list[tuple[str, str]], x: str =
             seen.add(key)
             grid.add_trace(tr, row=r, col=c)
         grid.update_xaxes(tickformat=".0%", row=r, col=c)
-        if metric in LOWER_IS_BETTER:
+        if lower_is_better(metric):
             grid.update_yaxes(type="log", row=r, col=c)
         else:
             grid.update_yaxes(rangemode="tozero", row=r, col=c)

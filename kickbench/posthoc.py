@@ -12,9 +12,9 @@ from . import judge as J
 from . import stats
 from .engine import Choice, loglikelihood
 from .store import Store, result_key
+from .tasks import metrics
 
 JUDGE_CHUNK = 16  # samples judged and stored together
-JUDGE_METRICS = ("judge_score", "reference_score", "win_rate", "order_disagreement", "unparsed")
 
 
 def judge_key(key: str, judge: J.Judge, rubric) -> tuple[str, dict]:
@@ -52,9 +52,8 @@ def judge_run(store: Store, key: str, n: int, module, judge: J.Judge,
         bar.update(len(chunk))
     bar.close()
     judged = store.samples(jkey, n)
-    names = [*module.RUBRIC.aspects, *JUDGE_METRICS]
-    store.put_scores(jkey, n, {m: stats.aggregate(judged[m], how="sum" if m == "unparsed" else "mean")
-                               for m in names})
+    store.put_scores(jkey, n, {m.name: stats.aggregate(judged[m.name], how=m.aggregate)
+                               for m in (*metrics.aspects(module.RUBRIC), *metrics.JUDGE)})
     return jkey
 
 

@@ -132,22 +132,3 @@ def render(parameters: dict, out_dir: str | Path = ROOT / "reports", name: str |
     papermill.execute_notebook(str(notebook), str(ipynb), parameters=parameters,
                                cwd=str(ROOT), progress_bar=False, kernel_name="python3")
     return ipynb, to_html(ipynb, html)
-
-
-def breakdown(store, results, task_label: str, field: str, metrics) -> "pd.DataFrame":
-    """Per-group rows of a task (e.g. MMLU by `category`), in the results frame's shape, so
-    plots can draw them: task_label becomes "<task> · <group>", values are bootstrap means
-    of the per-sample metrics of that group."""
-    import pandas as pd
-
-    from . import stats
-
-    rows = []
-    for _, r in results[(results.task_label == task_label) & results.metric.isin(metrics)].iterrows():
-        samples = store.samples(r.key, int(r.n))
-        groups = samples.item.map(lambda it: it.get(field, "?"))
-        for group, values in samples[r.metric].groupby(groups):
-            mean, lo, hi = stats.bootstrap_ci(values.to_numpy())
-            rows.append({**r.to_dict(), "task_label": f"{task_label} · {group}", "group": group,
-                         "n": len(values), "value": mean, "ci_low": lo, "ci_high": hi})
-    return pd.DataFrame(rows)

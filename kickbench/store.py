@@ -9,11 +9,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-
-from . import tasks
-from .compress.spec import CompressionSpec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -121,46 +117,13 @@ class Store:
                                "WHERE key=? AND n=?", (key, n)).fetchall()
         return {r[0]: tuple(r[1:]) for r in rows} or None
 
-    def frame(self) -> pd.DataFrame:
-        """Tidy results: one row per (run, item count, metric) with the spec spread out."""
+    def rows(self) -> list[dict]:
+        """Every stored score with its run: key, model, spec and meta (decoded JSON), task, n,
+        metric, value, ci_low, ci_high; oldest first. Labels and frames: results.py."""
         rows = self.db.execute(
             "SELECT r.key, r.model, r.spec, r.task, r.meta, s.n, s.metric, s.value, s.ci_low, "
             "s.ci_high FROM scores s JOIN runs r ON r.key = s.key ORDER BY s.created").fetchall()
-        records = []
-        for key, model, spec, task, meta, n, metric, value, lo, hi in rows:
-            spec, meta = json.loads(spec), json.loads(meta)
-            parsed = CompressionSpec.from_key(spec)
-            size = meta.get("compression", {}).get("size", {})
-            records.append({"key": key, "model": model, "task": task,
-                            "task_label": tasks.label(task, meta.get("template")), **spec,
-                            "family": parsed.family, "setting": parsed.setting,
-                            "label": parsed.label, "size_fraction": size.get("size_fraction"),
-                            "bits_per_weight": size.get("bits_per_weight"),
-                            "nonzero": meta.get("weights", {}).get("nonzero"),
-                            "template": meta.get("template"), "data": meta.get("data_source"),
-                            "judge": meta.get("judge_label"),
-                            "n": n, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi})
-        columns = ["key", "model", "task", "task_label", "method", "family", "setting", "label", "sparsity",
-                   "pattern", "bits", "group_size", "size_fraction", "bits_per_weight", "nonzero",
-                   "template", "data", "judge", "n", "metric", "value", "ci_low", "ci_high"]
-        return pd.DataFrame.from_records(records, columns=columns)
-
-
-def changed_answers(store: Store, base_key: str, key: str, n: int,
-                    metric: str = "accuracy") -> pd.DataFrame:
-    """Items the base (dense) run got right and `key` got wrong, with both answers and, once
-    measured, the dense model's perplexity of each answer (a fluency proxy)."""
-    base, comp = store.samples(base_key, n), store.samples(key, n)
-    if base.empty or comp.empty:
-        return pd.DataFrame(columns=["question", "gold", "dense answer", "compressed answer"])
-    both = base.merge(comp, on="idx", suffixes=("_dense", "_comp"))
-    lost = both[(both[f"{metric}_dense"] == 1) & (both[f"{metric}_comp"] == 0)]
-    items = lost["item_dense"]
-    out = pd.DataFrame({"question": items.map(lambda it: it.get("question", it["id"])),
-                        "gold": items.map(lambda it: " | ".join(it.get("answers", [])[:3])),
-                        "dense answer": lost["output_dense"],
-                        "compressed answer": lost["output_comp"]})
-    for side, name in (("dense", "dense answer ppl"), ("comp", "compressed answer ppl")):
-        if f"answer_nll_{side}" in lost:  # the fluency stage has run (see posthoc.fluency)
-            out[name] = np.exp(lost[f"answer_nll_{side}"] / lost[f"answer_tokens_{side}"])
-    return out.reset_index(drop=True)
+        return [{"key": key, "model": model, "spec": json.loads(spec), "task": task,
+                 "meta": json.loads(meta), "n": n, "metric": metric, "value": value,
+                 "ci_low": lo, "ci_high": hi}
+                for key, model, spec, task, meta, n, metric, value, lo, hi in rows]

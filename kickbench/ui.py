@@ -17,18 +17,16 @@ from . import config, models, plots, sweep
 from .compress import registry
 from .compress.calibration import CalibrationSpec
 from .compress.spec import CompressionSpec
-from .store import Store, changed_answers
-from .tasks import TaskSpec
+from .results import changed_answers
+from .session import Session
+from .store import Store
+from .tasks import TASKS, TaskSpec, right_or_wrong
 
 PATTERNS = ("unstructured", "2:4", "4:8")
 BITS = (2, 3, 4, 8)
 GROUPS = (("per channel", None), ("32", 32), ("64", 64), ("128", 128))
 TASK_CHOICES = ("factoid", "mmlu:0-shot", "icraqa", "icraqa:closed", "icsum", "instruct",
                 "perplexity")
-# the dense model's closed-book answers vs the compressed model's, for tasks scored right/wrong
-CHANGED_METRICS = {"factoid": "accuracy", "icraqa": "exact_match"}
-# Models are cached per process and compressed in place: one run at a time across workbenches.
-_RUN_LOCK = threading.Lock()
 
 
 class Workbench:
@@ -45,6 +43,9 @@ class Workbench:
         self.data, self.calibration = dict(data or {}), calibration
         self.ppl_windows, self.ppl_window, self.batch_size = ppl_windows, ppl_window, batch_size
         self.device, self.dtype, self.background = device, dtype, background
+        # this workbench's models (compressed in place during a run, so never shared with another
+        # workbench); picking another model frees the previous one
+        self.session = Session(max_models=1)
         self.results = pd.DataFrame()  # every point run in this session (the chart's data)
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -183,16 +184,10 @@ class Workbench:
         settings = sweep.Settings(device=self.device, dtype=self.dtype, batch_size=self.batch_size,
                                   progress=False, on_progress=self._on_progress)
         try:
-            if not _RUN_LOCK.acquire(blocking=False):
-                self._say("waiting for another workbench's run to finish ...")
-                _RUN_LOCK.acquire()
-            try:
-                for is_dense in (True, False):  # dense first: its line is drawn while the rest runs
-                    part = [r for r in plan if r.spec.is_dense == is_dense]
-                    if part:
-                        self._add(sweep.execute(part, self.store, settings))
-            finally:
-                _RUN_LOCK.release()
+            for is_dense in (True, False):  # dense first: its line is drawn while the rest runs
+                part = [r for r in plan if r.spec.is_dense == is_dense]
+                if part:
+                    self._add(sweep.execute(part, self.store, settings, self.session))
             self._say(f"done: {html.escape(plan[-1].spec.label)}, {len(plan)} runs "
                       f"(results store: {html.escape(str(self.store.path))})")
         except sweep.Cancelled:
@@ -240,7 +235,9 @@ class Workbench:
         if comp.empty:
             return pd.DataFrame()
         last = comp.iloc[-1]
-        for task, metric in CHANGED_METRICS.items():
+        for task in dict.fromkeys(r.task):  # tasks scored right or wrong
+            if (metric := right_or_wrong(TASKS[task])) is None:
+                continue
             rows = r[(r.model == last.model) & (r.task == task) & (r.metric == metric)]
             dense, point = rows[rows.family == "dense"], rows[rows.label == last.label]
             if len(dense) and len(point):

@@ -33,12 +33,6 @@ def store(tmp_path):
     s.close()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_item_cache():
-    sweep._ITEMS.clear()
-    yield
-
-
 @pytest.fixture(scope="session")
 def c4_spec(tmp_path_factory):
     """The first 40 documents of the shared C4 sample (tokenizing all 2 MB per test is slow)."""

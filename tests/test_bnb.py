@@ -7,6 +7,7 @@ from kickbench import compress, models, sweep
 from kickbench.compress import bnb
 from kickbench.compress.layers import target_linears, weight_matrix
 from kickbench.compress.spec import CompressionSpec
+from kickbench.session import Session
 
 OK, WHY = bnb.available()
 pytestmark = pytest.mark.skipif(not OK, reason=WHY)
@@ -54,8 +55,10 @@ def test_bnb_in_a_sweep_is_stored_with_its_size(tiny_folder, store, tmp_path):
     data.write_text('{"question": "Capital of France?", "answers": ["Paris"]}\n' * 3)
     runs = sweep.plan([tiny_folder.name], [CompressionSpec("dense"), CompressionSpec("bnb-nf4")],
                       [sweep.TaskSpec("factoid", data=str(data))])
-    sweep._MODELS[(tiny_folder.name, "cpu", "float32")] = tiny_folder
-    frame = sweep.execute(runs, store, sweep.Settings(device="cpu", dtype="float32", progress=False))
+    session = Session()
+    session.add_model(tiny_folder, "cpu", "float32")
+    frame = sweep.execute(runs, store, sweep.Settings(device="cpu", dtype="float32", progress=False),
+                          session)
     row = frame[(frame.method == "bnb-nf4") & (frame.metric == "accuracy")].iloc[0]
     assert row.family == "quantization" and 0.9 < row.size_fraction < 1
     assert store.run(row.key)["meta"]["compression"]["loaded_bytes"] > 0

@@ -143,7 +143,7 @@ def test_fluency_stage_scores_answers_with_the_dense_model(tiny, store, tmp_path
     manual = math.exp(samples.answer_nll.sum() / samples.answer_tokens.sum())
     assert ppl.value.iloc[1] == pytest.approx(manual, rel=1e-6)
     # the measure is the dense model's: the same answer text gets the same score in either run
-    lm = sweep.load_model("tiny-llama", "cpu", "float32")
+    lm = tiny("tiny-llama")  # the same weights the sweep loaded
     from kickbench.engine import Choice, loglikelihood
     from kickbench.tasks import factoid
 

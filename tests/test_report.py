@@ -3,7 +3,7 @@ import re
 import nbformat
 import pytest
 
-from kickbench import report
+from kickbench import report, results
 
 
 def decode(values):
@@ -100,7 +100,7 @@ def test_report_shows_judged_free_form_tasks_and_fluency(tmp_path):
     # the local judge scores by expectation: every judgment read, every score on 1-10
     from kickbench.store import Store
 
-    judged = Store(tmp_path / "s.sqlite").frame().query("judge == 'local:tiny-llama'")
+    judged = results.frame(Store(tmp_path / "s.sqlite")).query("judge == 'local:tiny-llama'")
     assert set(judged.task) == {"icsum", "instruct"}
     assert (judged[judged.metric == "unparsed"].value == 0).all()
     assert judged[judged.metric == "judge_score"].value.between(1, 10).all()

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import nbformat
 import pytest
 
-from kickbench import cli, report
+from kickbench import cli, report, results
 
 QUESTION = "Who painted <img src=x onerror=alert(1)>?"  # dataset: factoid question
 ALIAS = "<script>alert(2)</script>"                     # dataset: factoid answer alias
@@ -83,7 +83,7 @@ def plant_answers(store_path) -> None:
     from kickbench.store import Store
 
     store = Store(store_path)
-    runs = store.frame().query("task == 'factoid'").drop_duplicates("key")
+    runs = results.frame(store).query("task == 'factoid'").drop_duplicates("key")
     store.close()
     [dense] = runs[runs.method == "dense"].key
     [compressed] = runs[runs.method == "magnitude"].key

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from kickbench import engine, sweep
+from kickbench import engine, results, runners, sweep
 from kickbench.compress.spec import CompressionSpec
+from kickbench.session import Session
 from kickbench.tasks import TaskSpec
 
 SPECS = [CompressionSpec("dense"), CompressionSpec("magnitude", 0.5)]
@@ -26,7 +27,7 @@ def count_prompts(monkeypatch):
         seen.extend(prompts)
         yield from real(model, tok, prompts, *a, **k)
 
-    monkeypatch.setattr(sweep, "iter_generate", spy)
+    monkeypatch.setattr(runners, "iter_generate", spy)
     return seen
 
 
@@ -70,11 +71,11 @@ def test_interrupted_run_resumes_without_losing_finished_batches(store, small_da
         yield next(gen)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep, "iter_generate", dies_after_first_batch)
+    monkeypatch.setattr(runners, "iter_generate", dies_after_first_batch)
     runs = sweep.plan(["tiny-llama"], [CompressionSpec("dense")], [small_data])
     with pytest.raises(KeyboardInterrupt):
         sweep.execute(runs, store, settings(limit=10))
-    key = store.frame().key.tolist() or [r[0] for r in store.db.execute("SELECT key FROM runs")]
+    key = results.frame(store).key.tolist() or [r[0] for r in store.db.execute("SELECT key FROM runs")]
     assert len(store.done_indices(key[0])) == 4  # the finished batch was kept
     seen = count_prompts(monkeypatch)
     out = sweep.execute(runs, store, settings(limit=10))
@@ -83,18 +84,19 @@ def test_interrupted_run_resumes_without_losing_finished_batches(store, small_da
 
 def test_key_changes_with_everything_that_changes_a_number(small_data, tiny):
     lm = tiny("tiny-llama")
-    items, h = sweep.load_items(small_data)
-    base, _ = sweep.run_key(lm, CompressionSpec("dense"), small_data, h, 0)
+    session = Session()
+    items, h = session.items(small_data)
+    base, _ = sweep.run_key(lm, CompressionSpec("dense"), small_data, h, 0, session)
     chat = TaskSpec("factoid", data=small_data.data, template="chat")
-    assert base != sweep.run_key(lm, CompressionSpec("magnitude", 0.1), small_data, h, 0)[0]
-    assert base != sweep.run_key(lm, CompressionSpec("dense"), chat, h, 0)[0]
-    assert base != sweep.run_key(lm, CompressionSpec("dense"), small_data, "other", 0)[0]
-    assert base != sweep.run_key(lm, CompressionSpec("dense"), small_data, h, 1)[0]
-    assert base == sweep.run_key(lm, CompressionSpec("dense"), small_data, h, 0)[0]
+    assert base != sweep.run_key(lm, CompressionSpec("magnitude", 0.1), small_data, h, 0, session)[0]
+    assert base != sweep.run_key(lm, CompressionSpec("dense"), chat, h, 0, session)[0]
+    assert base != sweep.run_key(lm, CompressionSpec("dense"), small_data, "other", 0, session)[0]
+    assert base != sweep.run_key(lm, CompressionSpec("dense"), small_data, h, 1, session)[0]
+    assert base == sweep.run_key(lm, CompressionSpec("dense"), small_data, h, 0, session)[0]
 
 
 def test_run_metadata_and_changed_answers(store, small_data):
-    from kickbench.store import changed_answers
+    from kickbench.results import changed_answers
 
     runs = sweep.plan(["tiny-llama"], SPECS, [small_data])
     frame = sweep.execute(runs, store, settings(limit=5))

@@ -43,7 +43,7 @@ def test_level_control_fits_the_method(store):
     assert wb.sparsity.disabled and wb.spec() == CompressionSpec("wanda", pattern="2:4",
                                                                  calibration=wb.calibration)
     wb.family.value = "quantization"
-    assert wb.method.options == ("rtn", "gptq", "bnb-int8", "bnb-nf4", "bnb-fp4")
+    assert wb.method.options == ("rtn", "gptq", "awq", "bnb-int8", "bnb-nf4", "bnb-fp4")
     wb.method.value = "rtn"
     assert wb.bits.layout.display is None and wb.sparsity.layout.display == "none"
     wb.bits.value, wb.group_size.value = 3, 64
@@ -118,8 +118,8 @@ def test_cancel_stops_after_the_batch_in_flight_and_keeps_it(store, qa):
     assert wb.status.value.startswith("cancelled") and wb.error is None
     dense = sweep.plan(["tiny-mistral"], [CompressionSpec("dense")],
                        [TaskSpec("factoid", data=qa)])[0]
-    key, _ = sweep.run_key(sweep.load_model("tiny-mistral", "cpu", "float32"), dense.spec, dense.task,
-                           sweep.load_items(dense.task)[1], 0)
+    key, _ = sweep.run_key(wb.session.model("tiny-mistral", "cpu", "float32"), dense.spec, dense.task,
+                           wb.session.items(dense.task)[1], 0, wb.session)
     assert len(store.done_indices(key)) == 1  # the one finished batch, stored
     assert not wb.run_button.disabled
     wb.progress.unobserve_all()
@@ -128,8 +128,9 @@ def test_cancel_stops_after_the_batch_in_flight_and_keeps_it(store, qa):
     assert wb.status.value.startswith("done") and len(store.done_indices(key)) == 6
 
 
-def test_two_workbenches_take_turns_on_the_shared_model(store, tmp_path):
-    """The model is cached per process and pruned in place: a second run waits for the first."""
+def test_two_workbenches_at_once_each_prune_their_own_model(store, tmp_path):
+    """Models belong to a workbench's session and are pruned in place: two workbenches running
+    at once never see each other's pruned weights."""
     from kickbench.store import Store
 
     a, b = bench(store, limit=2), bench(Store(tmp_path / "other.sqlite"), limit=2)
@@ -143,5 +144,7 @@ def test_two_workbenches_take_turns_on_the_shared_model(store, tmp_path):
     dense = [w.results[(w.results.label == "dense") & (w.results.metric == "accuracy")].value.iloc[0]
              for w in (a, b)]
     assert dense[0] == dense[1]  # b's dense run saw dense weights, not a's pruned ones
-    lm = sweep.load_model("tiny-mistral", "cpu", "float32")
-    assert models.weights_fingerprint(lm.model) == lm.fingerprint  # dense weights restored
+    for w in (a, b):
+        lm = w.session.model("tiny-mistral", "cpu", "float32")
+        assert models.weights_fingerprint(lm.model) == lm.fingerprint  # dense weights restored
+    assert a.session.model("tiny-mistral", "cpu", "float32") is not b.session.model("tiny-mistral", "cpu", "float32")

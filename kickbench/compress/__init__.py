@@ -15,7 +15,7 @@ from .. import models
 from . import calibration as calib
 from . import registry
 # each import below registers its methods (registry.register in the method's own file)
-from . import magnitude, wanda, sparsegpt, rtn, gptq, bnb  # noqa: F401,E401
+from . import magnitude, wanda, sparsegpt, rtn, gptq, awq, bnb, owl  # noqa: F401,E401
 from .layers import target_linears, weight_matrix
 from .quant import group_bounds
 from .registry import ALLOCATORS, METHODS

@@ -1,5 +1,6 @@
-"""Task families. Each module has NAME, VERSION, KIND, TEMPLATES, SCORINGS, HEADLINE (the metric
-a chart shows) and load. By KIND: `generate` tasks add GENERATION, prompt and score(item,
+"""Task families. Each module has NAME, VERSION, KIND, TEMPLATES, SCORINGS (scoring mode ->
+metric), METRICS (what each metric is: tasks/metrics.py), HEADLINE (the metric a chart shows)
+and load. By KIND: `generate` tasks add GENERATION, prompt and score(item,
 prompt, output); `dialogue` tasks are `generate` tasks of several turns (expand(items) makes
 one sample per turn, prompt(sample, template, history) sees the earlier answers); `choice`
 tasks add requests(item, template, tokenizer) -> {name: Choice}, score(item, results) and
@@ -11,8 +12,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import factoid, icraqa, instruct, mmlu, perplexity, summarize
+from .metrics import Metric
 
 TASKS = {m.NAME: m for m in (factoid, mmlu, icraqa, perplexity, summarize, instruct)}
+
+
+def metric(name: str, task: str | None = None) -> Metric:
+    """The facts of a metric, from the task that declares it (any task when none is named);
+    a metric nobody declares is shown under its own name, higher is better."""
+    for module in [TASKS[task]] if task in TASKS else TASKS.values():
+        for m in module.METRICS:
+            if m.name == name:
+                return m
+    return Metric(name, name)
+
+
+def right_or_wrong(module) -> str | None:
+    """The 0/1 metric by which a QA task's answers are right or wrong (None: no such task)."""
+    if not hasattr(module, "fluency_context"):
+        return None
+    return next((m.name for m in module.METRICS if m.binary), None)
 
 
 def label(name: str, template: str | None) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..engine import GenerationConfig, Prompt
-from . import data, text
+from . import data, metrics, text
 
 NAME = "factoid"
 VERSION = 1
@@ -34,6 +34,9 @@ DEFAULT_TEMPLATE = "fewshot"
 # headline metric per scoring mode
 SCORINGS = {"strict": "accuracy", "em": "exact_match", "legacy": "legacy_accuracy"}
 HEADLINE = "accuracy"
+METRICS = (metrics.accuracy("accuracy", "accuracy (strict)"),
+           metrics.accuracy("exact_match", "exact match"),
+           metrics.accuracy("legacy_accuracy", "accuracy (LLM-KICK legacy)"), *metrics.FLUENCY)
 
 
 def load(source: str | Path | None = None) -> list[dict]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..engine import GenerationConfig, Prompt
-from . import data, text
+from . import data, metrics, text
 
 NAME = "icraqa"
 VERSION = 1
@@ -41,6 +41,8 @@ TEMPLATES = {
 DEFAULT_TEMPLATE = "open"
 SCORINGS = {"em": "exact_match", "f1": "f1", "legacy": "legacy_accuracy"}
 HEADLINE = "f1"
+METRICS = (metrics.accuracy("exact_match", "exact match"), metrics.Metric("f1", "token F1"),
+           metrics.accuracy("legacy_accuracy", "accuracy (LLM-KICK legacy)"), *metrics.FLUENCY)
 
 
 def load(source: str | Path | None = None) -> list[dict]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..engine import GenerationConfig, Prompt
 from ..judge import Request, reference
 from ..judge.rubric import GENERAL
-from . import data, text
+from . import data, metrics, text
 
 NAME = "instruct"
 VERSION = 1
@@ -32,6 +32,10 @@ TEMPLATES = {"chat": "{turn}"}  # each turn through the model's chat template
 DEFAULT_TEMPLATE = "chat"
 SCORINGS = {"rouge": "rougeL", "repetition": "unique_token_ratio", "words": "words"}
 HEADLINE = "rougeL"
+METRICS = (metrics.Metric("rougeL", "ROUGE-L F1"),
+           metrics.Metric("unique_token_ratio", "unique-token ratio"),
+           metrics.Metric("words", "words", higher_is_better=False),
+           *metrics.JUDGE, *metrics.aspects(RUBRIC))
 
 
 def load(source: str | Path | None = None) -> list[dict]:

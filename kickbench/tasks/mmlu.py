@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..engine import Choice
-from . import data
+from . import data, metrics
 
 NAME = "mmlu"
 VERSION = 1
@@ -38,6 +38,10 @@ DEFAULT_TEMPLATE = "5-shot"
 SCORINGS = {"letter": "letter_accuracy", "cloze": "cloze_accuracy",
             "cloze_norm": "cloze_norm_accuracy", "legacy": "legacy_accuracy"}
 HEADLINE = "cloze_norm_accuracy"  # letter scoring sits at chance (0.25) on very small models
+METRICS = (metrics.accuracy("letter_accuracy", "accuracy (letter)"),
+           metrics.accuracy("cloze_accuracy", "accuracy (cloze)"),
+           metrics.accuracy("cloze_norm_accuracy", "accuracy (cloze, length-normalised)"),
+           metrics.accuracy("legacy_accuracy", "accuracy (LLM-KICK legacy)"))
 
 CATEGORIES = {
     "STEM": "abstract_algebra astronomy college_biology college_chemistry college_computer_science "

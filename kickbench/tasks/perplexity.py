@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import data
+from . import data, metrics
 
 NAME = "perplexity"
 VERSION = 1
@@ -24,6 +24,7 @@ TEMPLATES = {"raw": "{text}"}
 DEFAULT_TEMPLATE = "raw"
 SCORINGS = {"perplexity": "perplexity"}
 HEADLINE = "perplexity"
+METRICS = (metrics.Metric("perplexity", "perplexity", higher_is_better=False, aggregate="ppl"),)
 
 
 def default_window(model_config) -> int:

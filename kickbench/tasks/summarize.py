@@ -19,7 +19,7 @@ from pathlib import Path
 from ..engine import GenerationConfig, Prompt
 from ..judge import Request, reference
 from ..judge.rubric import SUMMARY
-from . import data, text
+from . import data, metrics, text
 
 NAME = "icsum"
 VERSION = 1
@@ -39,6 +39,12 @@ DEFAULT_TEMPLATE = "chat"
 SCORINGS = {"rouge": "rougeL", "rouge1": "rouge1", "rouge2": "rouge2",
             "length": "within_limit", "words": "words", "repetition": "unique_token_ratio"}
 HEADLINE = "rougeL"
+METRICS = (metrics.Metric("rougeL", "ROUGE-L F1"), metrics.Metric("rouge1", "ROUGE-1 F1"),
+           metrics.Metric("rouge2", "ROUGE-2 F1"),
+           metrics.accuracy("within_limit", "within word limit"),
+           metrics.Metric("words", "words", higher_is_better=False),
+           metrics.Metric("unique_token_ratio", "unique-token ratio"),
+           *metrics.JUDGE, *metrics.aspects(RUBRIC))
 
 
 def bucket(words: int) -> str:
