@@ -27,6 +27,7 @@ def arguments(doc: str) -> argparse.ArgumentParser:
     """Model, calibration and perplexity options, identical across benchmarks."""
     ap = argparse.ArgumentParser(description=doc)
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--dtype", default="float32", help="the tables in bench/README.md are fp32")
     ap.add_argument("--calib", default=str(SHARED / "c4_sample" / "c4_sample_1000.jsonl"))
     ap.add_argument("--nsamples", type=int, default=32)
     ap.add_argument("--seqlen", type=int, default=512)
@@ -38,7 +39,7 @@ def arguments(doc: str) -> argparse.ArgumentParser:
 
 def setup(args):
     """(model, calibration, perplexity windows), printing the baselines of this run."""
-    lm = models.load(args.model)
+    lm = models.load(args.model, dtype=args.dtype)
     cspec = calib.CalibrationSpec(args.calib, args.nsamples, args.seqlen)
     cal = calib.prepare(lm.tokenizer, cspec).captured(lm.model)
     wins = [w["ids"] for w in perplexity.windows(lm.tokenizer, perplexity.load(args.ppl_data),

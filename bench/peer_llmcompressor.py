@@ -46,16 +46,21 @@ def modifier(args):
         structure = args.pattern if args.pattern else "0:0"
         sparsity = 0.5 if args.pattern else args.sparsity
         return cls(sparsity=sparsity, mask_structure=structure, targets=["Linear"], ignore=ignore)
+    weights = QuantizationArgs(num_bits=args.bits, type="int", symmetric=args.symmetric,
+                               strategy="group" if args.group_size else "channel",
+                               group_size=args.group_size or None)
+    scheme = QuantizationScheme(targets=["Linear"], weights=weights)
+    if args.method == "awq":
+        from llmcompressor.modifiers.awq import AWQModifier
+
+        # duo_scaling=False: scales from activations alone, as llm-awq's auto_scale (and ours)
+        return AWQModifier(config_groups={"group_0": scheme}, ignore=ignore, duo_scaling=False)
     if args.method == "gptq":
-        weights = QuantizationArgs(num_bits=args.bits, type="int", symmetric=args.symmetric,
-                                   strategy="group" if args.group_size else "channel",
-                                   group_size=args.group_size or None)
-        scheme = QuantizationScheme(targets=["Linear"], weights=weights)
         # llm-compressor 0.14 defaults to static act-order; match our spec instead
         return GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore,
                             dampening_frac=0.01, block_size=128,
                             actorder="static" if args.act_order else None)
-    raise SystemExit(f"unknown method {args.method!r}; allowed: wanda, sparsegpt, gptq")
+    raise SystemExit(f"unknown method {args.method!r}; allowed: wanda, sparsegpt, gptq, awq")
 
 
 def main():

@@ -1,4 +1,4 @@
-"""RTN, GPTQ and bitsandbytes on smollm2-135m: time, WikiText-2 perplexity, size, speed.
+"""RTN, GPTQ, AWQ and bitsandbytes on smollm2-135m: time, WikiText-2 perplexity, size, speed.
 
     .venv/bin/python bench/quantization.py [--nsamples 32 --seqlen 512 --ppl-windows 40]
 
@@ -6,7 +6,7 @@ Same calibration and perplexity windows as bench/pruning.py. Baselines measured 
 run: one plain forward over the calibration set, and the dense model's perplexity and
 scoring throughput (perplexity tokens per second). bitsandbytes rows load a second model
 from the safetensors copy; their footprint is what the loaded model occupies. Then
-llm-compressor's GPTQ runs the same settings in bench/.venv-peers.
+llm-compressor's GPTQ and AWQ run the same settings in bench/.venv-peers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from common import arguments, finish, forward_seconds, ppl, setup
 from kickbench import compress
 from kickbench.compress.spec import CompressionSpec
 
-SETTINGS = [dict(bits=4), dict(bits=3, group_size=64), dict(bits=2, group_size=64)]
+SETTINGS = [dict(bits=4), dict(bits=4, group_size=64), dict(bits=3, group_size=64),
+            dict(bits=2, group_size=64)]
+GRID_METHODS = ("rtn", "gptq", "awq")
 
 
 def timed_ppl(model, wins) -> tuple[float, float]:
@@ -30,8 +32,10 @@ def timed_ppl(model, wins) -> tuple[float, float]:
 
 def main():
     ap = arguments(__doc__)
-    ap.add_argument("--methods", default="rtn,gptq,bnb",
-                    help="subset of rtn, gptq, bnb (e.g. rerun gptq after a change)")
+    ap.add_argument("--methods", default="rtn,gptq,awq,bnb",
+                    help="subset of rtn, gptq, awq, bnb (e.g. rerun gptq after a change)")
+    ap.add_argument("--settings", default=None,
+                    help="only these grids, e.g. 'w4 g64,w3 g64' (default: all of SETTINGS)")
     args = ap.parse_args()
     wanted = set(args.methods.split(","))
     lm, cal, wins = setup(args)
@@ -44,7 +48,10 @@ def main():
     print(f"{'setting':22} {'seconds':>8} {'x fwd':>6} {'ppl':>8} {'bits/w':>7} {'size':>6} "
           f"{'loaded MB':>9} {'tok/s':>6} {'layer err':>9}")
     ours = {}
-    specs = [CompressionSpec(m, **s) for s in SETTINGS for m in ("rtn", "gptq") if m in wanted]
+    grids = SETTINGS if args.settings is None else [
+        {"bits": int(t.split()[0][1:]), **({"group_size": int(t.split()[1][1:])} if " " in t.strip() else {})}
+        for t in args.settings.split(",")]
+    specs = [CompressionSpec(m, **s) for s in grids for m in GRID_METHODS if m in wanted]
     if "bnb" in wanted:
         specs += [CompressionSpec("bnb-int8"), CompressionSpec("bnb-nf4"),
                   CompressionSpec("bnb-nf4", double_quant=True)]
@@ -61,9 +68,10 @@ def main():
               f"{size['bits_per_weight']:7.2f} {size['size_fraction']:6.1%} {loaded:9.0f} "
               f"{tps:6.0f} {err:>9}", flush=True)
     finish(args, lm, cal, wins, t_fwd, [
-        (spec.label, secs, p, "gptq", ["--bits", str(spec.bits), "--group-size", str(spec.group_size or 0)]
+        (spec.label, secs, p, spec.method, ["--bits", str(spec.bits), "--group-size",
+                                            str(spec.group_size or 0)]
          + ["--act-order"] * spec.act_order + ["--symmetric"] * spec.symmetric)
-        for spec, (secs, p) in ours.items() if spec.method == "gptq"])
+        for spec, (secs, p) in ours.items() if spec.method in ("gptq", "awq")])
 
 
 if __name__ == "__main__":
