@@ -57,7 +57,8 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
                     x: str = "sparsity", task_label: str | None = None) -> go.Figure:
     """A metric against sparsity (pruning only) or against size (every family): a line per
     method and setting, CI error bars, the dense value and the matching band (perplexity:
-    log axis, band above dense). Single settings (N:M, bitsandbytes) are markers."""
+    log axis, band above dense). Single settings (N:M, bitsandbytes) are markers. A frame with
+    paired comparisons (results.with_paired) rings the points that drop significantly."""
     if x not in X_AXES:
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
     rows = select(frame, metric, task=task, model=model, task_label=task_label)
@@ -91,6 +92,7 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
                 hovertemplate="%{customdata[1]}<br>"
                 f"{x} %{{x:.0%}}<br>{metric} %{{y:.3f}}<br>n=%{{customdata[0]}}"
                 "<extra>%{fullData.name}</extra>"))
+        _significance_marks(fig, comp, x, prefix)
     fig.update_layout(
         title=_text(title or f"{metric_title(metric)} vs {x.replace('_', ' ')}"),
         xaxis=X_AXES[x],
@@ -99,6 +101,26 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
         dict(title=metric_title(metric), rangemode="tozero"),
         template="plotly_white", legend=dict(orientation="h", y=-0.2), height=480)
     return fig
+
+
+SIGNIFICANT = "significant drop vs dense (Holm p < 0.05)"
+
+
+def _significance_marks(fig: go.Figure, points: pd.DataFrame, x: str, prefix: str) -> None:
+    """A ring around each point whose paired difference from dense is a significant drop
+    (results.with_paired's `significant_drop`: Holm-adjusted p < 0.05 across the report's
+    points, and worse than dense); frames without paired columns get none."""
+    if "significant_drop" not in points.columns:
+        return
+    sig = points[points["significant_drop"].eq(True)]
+    if sig.empty:
+        return
+    fig.add_trace(go.Scatter(
+        x=sig[x], y=sig["value"], mode="markers", name=f"{prefix}{SIGNIFICANT}",
+        marker=dict(symbol="circle-open", size=22, color="black", line=dict(width=2)),
+        customdata=sig[["p_holm"]].assign(label=sig["label"].map(_text)),
+        hovertemplate="%{customdata[1]}: significant drop vs dense<br>"
+        "Holm-adjusted p %{customdata[0]:.3g}<extra></extra>"))
 
 
 def _dense_guides(fig: go.Figure, dense: float, prefix: str, lower_is_better: bool,
@@ -136,7 +158,7 @@ def small_multiples(frame: pd.DataFrame, panels: list[tuple[str, str]], x: str =
     for k, (_, metric, f) in enumerate(figs):
         r, c = k // cols + 1, k % cols + 1
         for tr in f.data:
-            guide = tr.name.startswith(("dense", "matching band"))
+            guide = tr.name.startswith(("dense", "matching band")) or SIGNIFICANT in tr.name
             key = "dense" if tr.name.startswith("dense") else tr.name
             if not guide:
                 colour = colours.setdefault(key, palette[len(colours) % len(palette)])

@@ -226,7 +226,8 @@ class Workbench:
             self.figure.data = ()
             self.figure.add_traces(list(fig.data))
             self.figure.layout = fig.layout
-        self.table.value = results_table(r[r.metric.isin([m for _, m in panels])]).to_html(index=False)
+        self.table.value = results_table(r[r.metric.isin([m for _, m in panels])],
+                                         self.store).to_html(index=False)
         self.changed.value = self._changed().to_html(index=False) or ""
 
     def _changed(self) -> pd.DataFrame:
@@ -254,10 +255,22 @@ class Workbench:
         self._say(f'<span style="color:#b00020"><b>error:</b> {html.escape(str(e))}</span>')
 
 
-def results_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per compression, one column per task metric: 'mean [low, high]'."""
+def results_table(frame: pd.DataFrame, store: Store | None = None) -> pd.DataFrame:
+    """One row per compression, one column per task metric: 'mean [low, high]'; with the store,
+    each compressed point adds its paired difference from dense on the same items, its 95%
+    interval and Holm-adjusted p across the table's points (results.paired_frame;
+    perplexity: the difference of NLL per token)."""
     cells = plots.with_text(frame).assign(
         column=[f"{t} {m} (n={n})" for t, m, n in zip(frame.task_label, frame.metric, frame.n)])
+    if store is not None and len(frame):
+        from .results import paired_frame, with_paired
+
+        m = with_paired(frame, paired_frame(store, frame))
+        vs_dense = [f" · Δ {d:+.3f} [{lo:+.3f}, {hi:+.3f}]{' NLL/token' if s == 'nll_per_token' else ''}"
+                    f" p(Holm)={ph:.3g}{' ▼' if drop else ''}" if d == d else ""
+                    for d, lo, hi, s, ph, drop in zip(m["diff"], m.diff_low, m.diff_high, m.scale,
+                                                      m.p_holm, m.significant_drop)]
+        cells = cells.assign(score=[a + b for a, b in zip(cells.score, vs_dense)])
     table = cells.pivot_table(index=["model", "label", "size"], columns="column", values="score",
                               aggfunc="last", sort=False)
     return table.reset_index().rename_axis(columns=None)
