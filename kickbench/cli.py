@@ -127,9 +127,8 @@ def cmd_list(_args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from . import plots, sweep
+    from . import config, plots, sweep, validate
     from .compress.spec import CompressionSpec
-    from .store import Store
     from .tasks import TaskSpec
 
     specs = [_spec(args)]
@@ -138,13 +137,18 @@ def cmd_eval(args) -> None:
     task = TaskSpec.parse(args.task, data=args.data, temperature=args.temperature)
     if args.template:
         task = TaskSpec(task.name, data=args.data, template=args.template, temperature=args.temperature)
-    runs = sweep.plan([args.model], specs, [task])
-    store = Store(args.store)
-    frame = sweep.execute(runs, store, _settings(args))
+    plan = config.eval_plan(args.model, specs, task, limit=args.limit, device=args.device,
+                            dtype=args.dtype, batch_size=args.batch_size, seed=args.seed,
+                            judge=args.judge, judge_model=args.judge_model,
+                            judge_key_env=args.judge_key_env, judge_scoring=args.judge_scoring,
+                            store_path=args.store)
+    store = validate.open_store(args.store)
+    frame = sweep.execute(plan.runs, store, plan.settings)
     frame = plots.with_text(frame)
     table = frame.pivot(index=["model", "label", "size", "n"], columns="metric", values="score")
     print("mean [95% bootstrap CI]")
     print(table.to_string())
+    print(f"dtype: {validate.dtype_used(args.device, args.dtype)}")
     _judge_warnings(frame)
     print(f"results store: {store.path}")
 
@@ -158,11 +162,15 @@ def _judge_warnings(frame) -> None:
 
 
 def cmd_compress(args) -> None:
-    from . import compress, models
+    from . import compress, models, validate
     from .compress import calibration
 
     spec = _spec(args)
-    compress.check(spec)
+    validate.device(args.device)
+    validate.dtype(args.dtype)
+    validate.model_out(args.out)
+    validate.model(args.model)
+    validate.compression(args.model, [spec])
     lm = models.load(args.model, device=args.device, dtype=args.dtype)
     cspec = compress.calibration_spec(spec)
     cal = calibration.prepare(lm.tokenizer, cspec) if cspec else None
@@ -173,16 +181,17 @@ def cmd_compress(args) -> None:
     print(f"{spec.label}: sparsity {rep['sparsity']:.4f}, {size['bits_per_weight']:.2f} bits per "
           f"compressed weight, {size['size_fraction']:.1%} of the 16-bit model "
           f"({size['size_mb']:.0f} MB), in {rep['seconds']:.1f} s; saved to {args.out}")
+    print(f"dtype: {str(lm.dtype).removeprefix('torch.')} on {lm.device.type}")
     if "arithmetic" in rep:
         print(f"note: {rep['arithmetic']}")
 
 
 def cmd_report(args) -> None:
-    from . import config, report
+    from . import config, report, validate
 
     params = {"model": args.model, "methods": _names(args.methods),
               "sparsities": _floats(args.sparsities), "patterns": _names(args.patterns),
-              "bits": [int(b) for b in _floats(args.bits)], "group_size": args.group_size,
+              "bits": validate.ints(args.bits, "--bits"), "group_size": args.group_size,
               "symmetric": args.symmetric, "partial_groups": args.partial_groups,
               "tasks": _names(args.tasks), "data": _task_data(args.data, _names(args.tasks)),
               "task_limits": {k: _count(v, "--task-limit")
@@ -196,28 +205,38 @@ def cmd_report(args) -> None:
               "judge_key_env": args.judge_key_env, "judge_scoring": args.judge_scoring,
               "layerwise": args.layerwise, "options": _options(args),
               "image_formats": _image_formats(args)}
-    config.report_plan(params)  # what the notebook will run, checked before a kernel starts
+    validate.output_dir(args.out)
+    validate.report_name(args.name)
+    plan = config.report_plan(params)  # what the notebook will run, checked before a kernel starts
+    validate.metric(args.metric, plan.tasks)
     ipynb, html = report.render(params, out_dir=args.out, name=args.name)
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
     if params["image_formats"]:
         print(f"figures:           {html.with_name(html.stem + '-figures')}/")
+    print(f"dtype: {validate.dtype_used(args.device, args.dtype)}")
 
 
 def cmd_findings(args) -> None:
-    from . import models, report
+    from . import report, validate
 
     for flag, n in (("--limit", args.limit), ("--large-limit", args.large_limit)):
-        if n < 1:
-            raise ValueError(f"{flag} must be a positive number of questions, got {n}")
-    models.resolve_source(args.model)
-    models.resolve_source(args.large_model)
+        validate.limit(n, flag, "questions")
+    validate.model(args.model)
+    validate.model(args.large_model, "--large-model")
+    validate.settings_values(None, args.batch_size, 0, args.device, args.dtype)
+    validate.store_path(args.store)
+    validate.output_dir(args.out)
+    validate.report_name(args.name)
     formats = _image_formats(args)
+    given, declared = _notebook_params(args.param or [], report.FINDINGS)
     params = {"model": args.model, "large_model": args.large_model, "limit": args.limit,
               "large_limit": args.large_limit, "store_path": args.store, "device": args.device,
               "dtype": args.dtype, "batch_size": args.batch_size, "progress": False,
-              "image_formats": formats, **_notebook_params(args.param or [], report.FINDINGS)}
+              "image_formats": formats, **given}
+    validate.findings({**_defaults(declared), **params})
     ipynb, html = report.render(params, out_dir=args.out, name=args.name, notebook=report.FINDINGS)
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
+    print(f"dtype: {validate.dtype_used(params['device'], params['dtype'])}")
 
 
 def _image_formats(args) -> list[str]:
@@ -231,13 +250,17 @@ def _image_formats(args) -> list[str]:
     return formats
 
 
-def _notebook_params(entries: list[str], notebook) -> dict:
-    """-p NAME=VALUE (VALUE as JSON, else a string) for a parameter the notebook declares."""
+def _notebook_params(entries: list[str], notebook) -> tuple[dict, dict]:
+    """-p NAME=VALUE (VALUE as JSON, else a string) for a parameter the notebook declares,
+    typed like the notebook's default; returns (given values, the notebook's declarations)."""
     import json
 
     import papermill
 
-    known = list(papermill.inspect_notebook(str(notebook)))
+    from . import validate
+
+    declared = dict(papermill.inspect_notebook(str(notebook)))
+    known = list(declared)
     out = {}
     for entry in entries:
         name, sep, text = entry.partition("=")
@@ -247,6 +270,20 @@ def _notebook_params(entries: list[str], notebook) -> dict:
             out[name] = json.loads(text)
         except json.JSONDecodeError:
             out[name] = text
+    validate.notebook_params(out, declared)
+    return out, declared
+
+
+def _defaults(declared: dict) -> dict:
+    """The notebook's parameter defaults that are literals (others are left out)."""
+    import ast
+
+    out = {}
+    for name, d in declared.items():
+        try:
+            out[name] = ast.literal_eval(str(d.get("default")))
+        except (ValueError, SyntaxError):
+            pass
     return out
 
 
@@ -271,26 +308,12 @@ def _task_data(entries: list[str] | None, tasks: list[str]) -> dict[str, str]:
     return out
 
 
-def _judge(spec, model, key_env, scoring):
-    from . import judge
-
-    return judge.from_spec(spec, model=model, api_key_env=key_env, scoring=scoring) if spec else None
-
-
-def _settings(args):
-    from .sweep import Settings
-
-    return Settings(limit=args.limit, device=args.device, dtype=args.dtype,
-                    batch_size=args.batch_size, seed=args.seed,
-                    judge=_judge(args.judge, args.judge_model, args.judge_key_env,
-                                 args.judge_scoring))
-
-
 def cmd_lab(args) -> None:
-    from . import lab
+    from . import lab, validate
 
-    if args.port is not None and not 0 < args.port < 65536:
-        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    validate.port(args.port)
+    if args.command == "app":
+        validate.cull_idle(args.cull_idle)
     if args.command == "lab":
         print(f"JupyterLab settings: {lab.ensure_settings()}")
         argv = lab.lab_command(port=args.port, open_browser=not args.no_browser)
@@ -386,10 +409,34 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"kickbench: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - expected errors become one line; the rest re-raise
+        text = _expected(e, args)
+        if text is None:
+            raise  # a real bug: the traceback is what a report needs
+        print(f"kickbench: error: {' '.join(text.split())}", file=sys.stderr)
         return 2
     return 0
+
+
+def _expected(e: Exception, args) -> str | None:
+    """The one-line message of an expected error (bad input, a missing or unwritable file, a
+    judge endpoint that fails, a results store SQLite cannot use), None for anything else."""
+    import sqlite3
+
+    from .judge import JudgeError
+
+    if isinstance(e, JudgeError):
+        return f"judge: {e}"
+    if isinstance(e, sqlite3.Error):
+        from .store import default_path
+
+        return f"results store {getattr(args, 'store', None) or default_path()}: {e}"
+    if isinstance(e, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                      PermissionError, FileExistsError)):
+        return str(e)
+    if isinstance(e, (ConnectionError, TimeoutError)):  # e.g. a hub that went away mid-run
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 if __name__ == "__main__":

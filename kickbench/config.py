@@ -111,16 +111,21 @@ def task_specs(names, data: dict | None = None, task_limits: dict | None = None,
 def report_plan(p: dict) -> Plan:
     """A report's parameters -> its plan: the same for `kickbench report` (which checks it
     before starting a kernel) and the notebook (which runs it). Perplexity joins the tasks
-    when ppl_windows > 0."""
-    from . import judge as judges
-    from . import sweep
+    when ppl_windows > 0. Every input is validated here (kickbench/validate.py) before any
+    model loads: settings, data files, calibration text, layer widths, judge, store."""
+    from . import sweep, validate
     from .tasks import TaskSpec
 
     missing = [k for k in REPORT_PARAMETERS if k not in p]
     if missing:
         raise ValueError(f"report parameters missing: {', '.join(missing)}")
-    if p["ppl_windows"] < 0:
+    if not isinstance(p["ppl_windows"], int) or p["ppl_windows"] < 0:
         raise ValueError(f"ppl_windows must be >= 0, got {p['ppl_windows']}")
+    validate.settings_values(p["limit"], p["batch_size"], p["seed"], p["device"], p["dtype"])
+    for task, n in (p["task_limits"] or {}).items():
+        validate.limit(n, f"task limit of {task}")
+    if "store_path" in p:  # the CLI passes it; the notebook opens its store itself
+        validate.store_path(p["store_path"])
     cal = calib.CalibrationSpec(p["calib_data"], nsamples=p["nsamples"], seqlen=p["seqlen"])
     specs = grid(p["methods"], p["sparsities"], p["patterns"], p["bits"], p["group_size"],
                  p["symmetric"], p["partial_groups"], cal, layerwise=p["layerwise"],
@@ -129,12 +134,32 @@ def report_plan(p: dict) -> Plan:
     if p["ppl_windows"]:
         tasks.append(TaskSpec("perplexity", data=p["ppl_data"], limit=p["ppl_windows"],
                               window=p["ppl_window"]))
-    judge = judges.from_spec(p["judge"], model=p["judge_model"], api_key_env=p["judge_key_env"],
-                             scoring=p["judge_scoring"]) if p["judge"] else None
+    judge = validate.judge(p["judge"], p["judge_model"], p["judge_key_env"], p["judge_scoring"])
     settings = sweep.Settings(limit=p["limit"], device=p["device"], dtype=p["dtype"],
                               batch_size=p["batch_size"], seed=p["seed"], progress=p["progress"],
                               judge=judge)
-    return Plan(sweep.plan([p["model"]], specs, tasks), tasks, settings)
+    runs = sweep.plan([p["model"]], specs, tasks)
+    validate.runs(runs)
+    return Plan(runs, tasks, settings)
+
+
+def eval_plan(model: str, specs, task, *, limit: int | None = None, device: str | None = None,
+              dtype: str | None = None, batch_size: int = 64, seed: int = 0,
+              progress: bool = True, judge: str | None = None, judge_model: str | None = None,
+              judge_key_env: str | None = "OPENAI_API_KEY", judge_scoring: str | None = None,
+              store_path: str | None = None) -> Plan:
+    """`kickbench eval`'s choices -> its plan (one model, its specs, one TaskSpec), every input
+    validated before any model loads (store_path too: None is the default store)."""
+    from . import sweep, validate
+
+    validate.settings_values(limit, batch_size, seed, device, dtype)
+    validate.store_path(store_path)
+    the_judge = validate.judge(judge, judge_model, judge_key_env, judge_scoring)
+    settings = sweep.Settings(limit=limit, device=device, dtype=dtype, batch_size=batch_size,
+                              seed=seed, progress=progress, judge=the_judge)
+    runs = sweep.plan([model], list(specs), [task])
+    validate.runs(runs)
+    return Plan(runs, [task], settings)
 
 
 def parse_spec(text: str, calibration: calib.CalibrationSpec | None = None) -> CompressionSpec:
