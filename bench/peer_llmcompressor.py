@@ -76,6 +76,10 @@ def main():
     ap.add_argument("--act-order", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
+    if not torch.cuda.is_available():
+        # llm-compressor 0.14's AWQ pins its activation cache (a host-to-GPU transfer
+        # optimisation); on a CPU-only torch pin_memory raises, and skipping it changes no value
+        torch.Tensor.pin_memory = lambda self, *args, **kwargs: self
 
     from llmcompressor import oneshot
 

@@ -18,7 +18,8 @@ from .engine import iter_generate, iter_window_nll, loglikelihood, render
 from .store import Store
 
 
-def report(settings, desc: str, done: int, total: int) -> None:
+def notify(settings, desc: str, done: int, total: int) -> None:
+    """Settings.on_progress after a stored batch (it may raise Cancelled to stop the run)."""
     if settings.on_progress is not None:
         settings.on_progress(desc, done, total)
 
@@ -64,7 +65,7 @@ def _generate(lm, task, items, key, store, settings, pending, prompts) -> None:
                             "new_tokens": gen.new_tokens})
         store.add_samples(key, records)  # per batch: an interruption keeps what finished
         finished += len(batch)
-        report(settings, desc, finished, len(pending))
+        notify(settings, desc, finished, len(pending))
 
 
 ROLLING_TOKENS = 2048  # tokens per perplexity forward: 2048 x 49k-vocab fp32 logits is ~0.4 GB
@@ -88,7 +89,7 @@ def _rolling_missing(lm, task, items, key, store, settings) -> None:
              "output": "", "metrics": {"nll": nll, "tokens": t}, "new_tokens": 0}
             for j, nll, t in batch])
         finished += len(batch)
-        report(settings, desc, finished, len(pending))
+        notify(settings, desc, finished, len(pending))
 
 
 CHOICE_CHUNK = 128  # items scored and stored together (an interruption loses at most these)
@@ -116,7 +117,7 @@ def _choice_missing(lm, task, items, key, store, settings) -> None:
              "metrics": module.score(items[i], per_item[j]), "new_tokens": 0}
             for j, i in enumerate(chunk)])
         bar.update(len(chunk))
-        report(settings, desc, start + len(chunk), len(pending))
+        notify(settings, desc, start + len(chunk), len(pending))
     bar.close()
 
 
