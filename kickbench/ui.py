@@ -32,13 +32,16 @@ TASK_CHOICES = ("factoid", "mmlu:0-shot", "icraqa", "icraqa:closed", "icsum", "i
 class Workbench:
     """model: built-in name, HF id, folder or .gguf; tasks: names from TASK_CHOICES; limit:
     items per task (perplexity: ppl_windows windows of ppl_window tokens); calibration: the
-    windows for wanda/sparsegpt/gptq; background=False runs clicks in the caller's thread."""
+    windows for wanda/sparsegpt/gptq; background=False runs clicks in the caller's thread.
+    models: None (any model the box is given) or, as an app serves it, the models a visitor may
+    pick besides the built-ins; the box then offers only those and run() refuses the rest."""
 
     def __init__(self, model: str = "smollm2-135m", tasks=("factoid", "perplexity"), limit: int = 16,
                  store: Store | str | None = None, data: dict | None = None,
                  calibration: CalibrationSpec = CalibrationSpec(None, nsamples=8, seqlen=128),
                  ppl_windows: int = 2, ppl_window: int = 512, batch_size: int = 16,
-                 device: str | None = None, dtype: str | None = None, background: bool = True):
+                 device: str | None = None, dtype: str | None = None, background: bool = True,
+                 models: list[str] | None = None):
         self.store = store if isinstance(store, Store) else Store(store)
         self.data, self.calibration = dict(data or {}), calibration
         self.ppl_windows, self.ppl_window, self.batch_size = ppl_windows, ppl_window, batch_size
@@ -50,13 +53,23 @@ class Workbench:
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
-        self._build(model, tasks, limit)
+        self._build(model, tasks, limit, models)
 
     # ---- widgets -------------------------------------------------------------------------
-    def _build(self, model, tasks, limit) -> None:
+    def _build(self, model, tasks, limit, allowed=None) -> None:
         wide = w.Layout(width="420px")
-        self.model = w.Combobox(value=model, options=models.REAL_BUILTINS, ensure_option=False,
-                                description="model", placeholder="built-in, HF id, folder or .gguf",
+        self.allowed = None  # any model; else the only names run() accepts
+        options, placeholder = models.REAL_BUILTINS, "built-in, HF id, folder or .gguf"
+        if allowed is not None:
+            allowed = [m.strip() for m in allowed]
+            self.allowed = tuple(dict.fromkeys([*models.BUILTINS, *allowed]))
+            if model not in self.allowed:
+                raise ValueError(f"starting model {model!r} is not one this app offers "
+                                 f"({', '.join(self.allowed)})")
+            options = tuple(dict.fromkeys([*models.REAL_BUILTINS, *allowed, model]))
+            placeholder = "pick one of the offered models"
+        self.model = w.Combobox(value=model, options=options, ensure_option=allowed is not None,
+                                description="model", placeholder=placeholder,
                                 layout=w.Layout(width="360px"))
         self.family = w.ToggleButtons(options=list(registry.FAMILIES), value="pruning",
                                       description="family")
@@ -157,6 +170,9 @@ class Workbench:
         self.error = None
         try:
             model = self.model.value.strip()
+            if self.allowed is not None and model not in self.allowed:
+                raise ValueError(f"this app offers only these models: {', '.join(self.allowed)}; "
+                                 f"{model!r} is not one of them")
             spec, tasks = self.spec(), self.task_specs()
             plan = sweep.plan([model], [CompressionSpec("dense"), spec], tasks)
         except (ValueError, FileNotFoundError) as e:

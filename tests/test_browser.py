@@ -125,7 +125,7 @@ def test_app_serves_the_workbench_with_voila(tmp_path):
             deadline, page = time.time() + 120, None
             while page is None:
                 try:
-                    page = requests.get(f"http://127.0.0.1:{port}/", timeout=100)
+                    page = requests.get(lab.url(argv), timeout=100)  # with its token
                 except requests.ConnectionError:
                     if proc.poll() is not None or time.time() > deadline:
                         raise RuntimeError((tmp_path / "voila.log").read_text())

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import rubric as R
 from .expected import Layout
-from .http import HTTPJudge, JudgeError
+from .http import HTTPJudge, JudgeError, redact_url
 from .local import LocalJudge
 
 PROTOCOL_VERSION = 1
@@ -78,7 +78,8 @@ def from_spec(spec: str, model: str | None = None, api_key_env: str = "OPENAI_AP
             raise ValueError(f"judge scoring {scoring!r} needs a local judge; an endpoint "
                              "judge generates its reply (scoring generate)")
         return HTTPJudge(spec, model, api_key_env=api_key_env, **kw)
-    raise ValueError(f"unknown judge {spec!r}; use local:<model> or an http(s):// endpoint")
+    raise ValueError(f"unknown judge {redact_url(spec)!r}; use local:<model> or an http(s):// "
+                     "endpoint")
 
 
 def prompt_hash(judge: Judge, messages: R.Messages) -> str:
