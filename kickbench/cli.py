@@ -309,18 +309,22 @@ def _task_data(entries: list[str] | None, tasks: list[str]) -> dict[str, str]:
 
 
 def cmd_lab(args) -> None:
-    from . import lab, validate
+    from . import lab, models, validate
 
     validate.port(args.port)
     if args.command == "app":
         validate.cull_idle(args.cull_idle)
+        for name in args.model or ():
+            models.resolve_source(name)  # a bad name fails before the server starts
     if args.command == "lab":
         print(f"JupyterLab settings: {lab.ensure_settings()}")
-        argv = lab.lab_command(port=args.port, open_browser=not args.no_browser)
+        argv = lab.lab_command(port=args.port, open_browser=not args.no_browser, public=args.public)
     else:
         argv = lab.app_command(port=args.port, cull_idle_s=args.cull_idle,
-                               open_browser=not args.no_browser)
+                               open_browser=not args.no_browser, public=args.public,
+                               models=args.model or ())
     print(" ".join(argv), flush=True)
+    print(f"open {lab.url(argv)}", flush=True)
     if not args.dry_run:
         os.execv(argv[0], argv)
 
@@ -401,9 +405,14 @@ def main(argv=None) -> int:
         p.add_argument("--port", type=int, default=None)
         p.add_argument("--no-browser", action="store_true", help="do not open a browser")
         p.add_argument("--dry-run", action="store_true", help="print the command, do not start it")
+        p.add_argument("--public", action="store_true",
+                       help="listen on every interface, not only 127.0.0.1 (a token is still required)")
         if name == "app":
             p.add_argument("--cull-idle", type=int, default=600,
                            help="seconds before an idle visitor's kernel is shut down")
+            p.add_argument("--model", action="append", default=None, metavar="NAME",
+                           help="a model visitors may pick besides the built-ins (HF id, folder "
+                                "or .gguf; repeatable)")
         p.set_defaults(fn=cmd_lab)
 
     args = parser.parse_args(argv)

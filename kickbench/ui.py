@@ -13,7 +13,7 @@ import ipywidgets as w
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import config, models, plots, sweep
+from . import config, models, plots, sweep, validate
 from .compress import registry
 from .compress.calibration import CalibrationSpec
 from .compress.spec import CompressionSpec
@@ -42,7 +42,7 @@ class Workbench:
                  ppl_windows: int = 2, ppl_window: int = 512, batch_size: int = 16,
                  device: str | None = None, dtype: str | None = None, background: bool = True,
                  models: list[str] | None = None):
-        self.store = store if isinstance(store, Store) else Store(store)
+        self.store = store if isinstance(store, Store) else validate.open_store(store)
         self.data, self.calibration = dict(data or {}), calibration
         self.ppl_windows, self.ppl_window, self.batch_size = ppl_windows, ppl_window, batch_size
         self.device, self.dtype, self.background = device, dtype, background
@@ -175,6 +175,8 @@ class Workbench:
                                  f"{model!r} is not one of them")
             spec, tasks = self.spec(), self.task_specs()
             plan = sweep.plan([model], [CompressionSpec("dense"), spec], tasks)
+            validate.runs(plan, sweep.Settings(device=self.device, dtype=self.dtype,
+                                               batch_size=self.batch_size))
         except (ValueError, FileNotFoundError) as e:
             return self._fail(e)
         self._cancel.clear()
