@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -50,14 +51,27 @@ class LoadedModel:
     tokenizer: object
     device: torch.device
     dtype: torch.dtype
-    _fingerprint: str | None = field(default=None, repr=False)
+    _fingerprints: dict | None = field(default=None, repr=False)
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        """Content hashes of what the model computes with, as loaded: `weights` (dtype
+        included; dense weights, not compressed), `tokenizer` (vocabulary, merges,
+        normalisation, special tokens, chat template) and `config` (volatile fields left out)."""
+        if self._fingerprints is None:
+            self._fingerprints = {"weights": weights_fingerprint(self.model),
+                                  "tokenizer": tokenizer_fingerprint(self.tokenizer),
+                                  "config": config_fingerprint(self.model.config)}
+        return self._fingerprints
 
     @property
     def fingerprint(self) -> str:
-        """Content hash of the weights as loaded (dtype included); dense weights, not compressed."""
-        if self._fingerprint is None:
-            self._fingerprint = weights_fingerprint(self.model)
-        return self._fingerprint
+        """One hash of weights, tokenizer, chat template and config (see `fingerprints`)."""
+        return hashlib.sha256(json.dumps(self.fingerprints, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def weights_fingerprint(self) -> str:
+        return self.fingerprints["weights"]
 
     @property
     def has_chat_template(self) -> bool:
@@ -76,7 +90,8 @@ def default_device() -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """avx512_bf16 or AMX: without them torch emulates bf16 matmul (7x slower than fp32 here)."""
+    """avx512_bf16 or AMX: without them torch emulates bf16 matmul (7x slower than fp32 here).
+    Informational only: it never chooses the default dtype (see default_dtype)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -84,11 +99,14 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+DEFAULT_DTYPES = {"cuda": torch.bfloat16, "cpu": torch.float32}
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
-    """The faster dtype: bf16 on GPU and on CPUs with native bf16, fp32 elsewhere (README)."""
-    if device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()):
-        return torch.bfloat16
-    return torch.float32
+    """One default per device type, whatever the processor's flags, so one command gives the
+    same numbers on two machines of a kind: bfloat16 on CUDA, float32 on CPU (and anything
+    else). Faster settings are asked for explicitly (`--dtype bfloat16`)."""
+    return DEFAULT_DTYPES.get(torch.device(device).type, torch.float32)
 
 
 def resolve_source(name_or_path: str) -> tuple[str, str]:
@@ -253,6 +271,51 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tok) -> str:
+    """sha256 of what turns text into ids and back: the fast tokenizer's full state (vocab,
+    merges, normaliser, pre-tokenizer, post-processor, added tokens; without the padding and
+    truncation that each call sets) or the vocabulary of a slow one, plus the chat template,
+    the special tokens and the BOS/EOS flags."""
+    h = hashlib.sha256()
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("padding", None)
+        state.pop("truncation", None)
+        h.update(json.dumps(state).encode())
+    else:
+        h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
+    h.update(json.dumps({"class": type(tok).__name__,
+                         "chat_template": getattr(tok, "chat_template", None),
+                         "special": getattr(tok, "special_tokens_map", {}),
+                         "add_bos": getattr(tok, "add_bos_token", None),
+                         "add_eos": getattr(tok, "add_eos_token", None)},
+                        sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+# and every "_private" key; save_pretrained writes `architectures` into the live config
+CONFIG_VOLATILE = ("transformers_version", "dtype", "torch_dtype", "architectures")
+
+
+def config_fingerprint(config) -> str:
+    """sha256 of the model config as JSON, without what varies by machine, library or saving
+    rather than by model: private keys (`_name_or_path`, `_commit_hash`, ...), the transformers
+    version (keyed on its own), the dtype (in the weights fingerprint) and `architectures`
+    (the class name save_pretrained records; the class follows from model_type)."""
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()
+                    if not str(k).startswith("_") and k not in CONFIG_VOLATILE}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    text = json.dumps(clean(config.to_dict()), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def unique_parameters(model: torch.nn.Module) -> list[torch.Tensor]:

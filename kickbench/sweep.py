@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import __version__, compress, models, posthoc, stats
+from . import compress, models, posthoc, results, stats, versions
 from .compress.spec import CompressionSpec
 from .runners import RUNNERS, generation_config
 from .session import Session
@@ -64,15 +64,23 @@ def plan(model_names, specs, tasks) -> list[Run]:
 
 def run_key(lm: models.LoadedModel, spec: CompressionSpec, task: TaskSpec, data_hash: str,
             seed: int, session: Session) -> tuple[str, dict]:
+    """The key of a result and what it hashes: everything that can change a number. `versions`
+    holds the versions of exactly the components this run computes with (versions.used: task,
+    engine, stats, its compressor and allocator, fluency), so a change to one compressor's code
+    leaves every other method's results valid; `model` covers weights, tokenizer, chat
+    template and config (models.LoadedModel.fingerprints); `aggregates` how each metric is
+    aggregated."""
     module = task.module
     cal = session.calibration(lm, spec)
     fields = {
+        "scheme": versions.KEY_SCHEME,
         "model": lm.fingerprint, "device": lm.device.type, "spec": spec.key(),
         "calibration": cal.hash if cal else None,
-        "task": module.NAME, "task_version": module.VERSION, "data": data_hash,
+        "task": module.NAME, "data": data_hash,
         "template": module.TEMPLATES[task.template_name], "decoding": _decoding(lm, task),
-        "seed": seed, "kickbench": __version__, "torch": torch.__version__,
-        "transformers": _transformers_version(),
+        "versions": versions.used(spec, module),
+        "aggregates": {m.name: m.aggregate for m in module.METRICS},
+        "seed": seed, "torch": torch.__version__, "transformers": _transformers_version(),
     }
     return result_key(fields), fields
 
@@ -105,8 +113,6 @@ def execute(runs: list[Run], store: Store, settings: Settings = Settings(),
             session: Session | None = None) -> pd.DataFrame:
     """Run every planned point not already in the store; return their results (tidy frame).
     Without a session, one lives for this call only (its models are freed at the end)."""
-    from . import results
-
     own = session is None
     session = session or Session()
     done: list[tuple[str, int]] = []
@@ -153,9 +159,14 @@ def _evaluate(lm, spec, todo, store, settings, session) -> None:
     with compress.compressed(lm, spec, session.calibration(lm, spec)) as (clm, report):
         weights = models.weight_stats(clm.model)
         for task, items, key, fields in todo:
-            meta = {"key_fields": fields, "model_name": lm.name, "dtype": str(lm.dtype),
+            # store.put_run appends this to the run's provenance: every sample it stores next
+            # points at it, so extending a run later never rewrites where older samples came from
+            meta = {"key_scheme": versions.KEY_SCHEME, "key_fields": fields,
+                    "model_fingerprints": lm.fingerprints, "model_name": lm.name,
+                    "dtype": str(lm.dtype),
                     "template": task.template_name, "data_source": str(task.data or "project"),
                     "compression": report, "weights": weights, "git": _git_hash(),
+                    "git_dirty": _git_dirty(),
                     "time": time.time()}
             store.put_run(key, lm.name, spec.key(), task.name, meta)
             RUNNERS[task.module.KIND](clm, task, items, key, store, settings)
@@ -185,5 +196,15 @@ def _git_hash() -> str | None:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=5)
         return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _git_dirty() -> bool | None:
+    """Whether the package's tracked files differ from the commit _git_hash names."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+                             capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired):
         return None

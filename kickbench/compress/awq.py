@@ -27,6 +27,8 @@ from .quant import grid_for, group_bounds, quantize, rtn
 from .registry import Method, Option, register
 from .spec import GRID_FIELDS, check_grid
 
+VERSION = 1  # bump when a change can alter this compressor's numbers (kickbench/versions.py)
+
 SAMPLE_ROWS = 512   # calibration tokens kept for the error of a candidate (llm-awq: 512 for clip)
 CLIP_GRID = 20      # auto_clip.py: shrink max |w| by i / 20 ...
 MAX_SHRINK = 0.5    # ... for i < 20 * 0.5

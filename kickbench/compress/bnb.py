@@ -15,6 +15,8 @@ import torch
 from .registry import Method, register
 from .spec import CompressionSpec
 
+VERSION = 1  # bump when a change can alter this compressor's numbers (kickbench/versions.py)
+
 BITS = {"bnb-int8": 8, "bnb-nf4": 4, "bnb-fp4": 4}
 BLOCK = 64           # bitsandbytes 4-bit: one absmax per 64 weights
 DQ_BLOCK = 256       # double quantization: absmax in 8 bits, one fp32 scale per 256 of them

@@ -20,6 +20,8 @@ from .quant import grid_for, group_bounds
 from .registry import Method, register
 from .spec import GRID_FIELDS, check_grid
 
+VERSION = 1  # bump when a change can alter this compressor's numbers (kickbench/versions.py)
+
 
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int, group_size: int | None,
                   symmetric: bool, act_order: bool = False,

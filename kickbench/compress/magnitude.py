@@ -9,6 +9,8 @@ from .masks import mask_for
 from .registry import Method, register
 from .spec import PRUNING_FIELDS, CompressionSpec, check_pruning
 
+VERSION = 1  # bump when a change can alter this compressor's numbers (kickbench/versions.py)
+
 
 def magnitude_mask(w: torch.Tensor, sparsity: float, nm: tuple[int, int] | None) -> torch.Tensor:
     return mask_for(w.abs().float(), sparsity, nm, per_row=False)

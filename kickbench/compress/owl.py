@@ -37,6 +37,8 @@ from .layers import block_linears, weight_matrix
 from .registry import Allocator, Option, register
 from .wanda import InputNorms, wanda_scores
 
+VERSION = 1  # bump when a change can alter this compressor's numbers (kickbench/versions.py)
+
 EPS = 1e-9  # float noise around sparsity 0 (target == lambda) is not a negative sparsity
 
 

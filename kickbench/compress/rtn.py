@@ -7,6 +7,8 @@ from .quant import rtn
 from .registry import Method, register
 from .spec import GRID_FIELDS, CompressionSpec, check_grid
 
+VERSION = 1  # bump when a change can alter this compressor's numbers (kickbench/versions.py)
+
 
 def quantize(model, spec: CompressionSpec, calibration=None, layer_spec=None) -> dict[str, dict]:
     """Quantize-dequantize every target linear in place; returns {layer: {"bits": ...}}."""

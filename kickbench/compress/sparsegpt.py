@@ -16,6 +16,8 @@ from .obs import _array, sub_block, sweep, window
 from .registry import Method, register
 from .spec import PRUNING_FIELDS, check_pruning
 
+VERSION = 1  # bump when a change can alter this compressor's numbers (kickbench/versions.py)
+
 
 def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: float,
                     nm: tuple[int, int] | None, damping: float = 0.01,

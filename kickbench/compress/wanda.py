@@ -9,6 +9,8 @@ from .masks import mask_for
 from .registry import Method, register
 from .spec import PRUNING_FIELDS, check_pruning
 
+VERSION = 1  # bump when a change can alter this compressor's numbers (kickbench/versions.py)
+
 
 class InputNorms:
     """Accumulates the squared L2 norm of every input feature over the calibration tokens."""

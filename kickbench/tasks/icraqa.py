@@ -19,7 +19,7 @@ from ..engine import GenerationConfig, Prompt
 from . import data, metrics, text
 
 NAME = "icraqa"
-VERSION = 1
+VERSION = 1  # bump when a change can alter this task's numbers (kickbench/versions.py)
 KIND = "generate"
 DEFAULT_DATA = data.PROJECT_DATA / "icraqa.jsonl"
 GENERATION = GenerationConfig(max_new_tokens=24, stop=("\n",))

@@ -23,7 +23,7 @@ from ..judge.rubric import GENERAL
 from . import data, metrics, text
 
 NAME = "instruct"
-VERSION = 1
+VERSION = 1  # bump when a change can alter this task's numbers (kickbench/versions.py)
 KIND = "dialogue"
 DEFAULT_DATA = data.PROJECT_DATA / "instruct.jsonl"
 GENERATION = GenerationConfig(max_new_tokens=256, stop=())

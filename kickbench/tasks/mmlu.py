@@ -22,7 +22,7 @@ from ..engine import Choice
 from . import data, metrics
 
 NAME = "mmlu"
-VERSION = 1
+VERSION = 1  # bump when a change can alter this task's numbers (kickbench/versions.py)
 KIND = "choice"
 DEFAULT_DATA = data.PROJECT_DATA / "mmlu" / "test.jsonl"
 MAX_CONTEXT = 2048  # prompt tokens, as in Hendrycks' evaluate.py; shots are dropped to fit

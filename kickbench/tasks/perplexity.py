@@ -16,7 +16,7 @@ from pathlib import Path
 from . import data, metrics
 
 NAME = "perplexity"
-VERSION = 1
+VERSION = 1  # bump when a change can alter this task's numbers (kickbench/versions.py)
 KIND = "rolling"
 DEFAULT_DATA = data.PROJECT_DATA / "heldout_text.jsonl"
 MAX_WINDOW = 2048  # default window: the model's context, up to this (the reference methods)

@@ -22,7 +22,7 @@ from ..judge.rubric import SUMMARY
 from . import data, metrics, text
 
 NAME = "icsum"
-VERSION = 1
+VERSION = 1  # bump when a change can alter this task's numbers (kickbench/versions.py)
 KIND = "generate"
 DEFAULT_DATA = data.PROJECT_DATA / "icsum.jsonl"
 GENERATION = GenerationConfig(max_new_tokens=200, stop=())
