@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from . import tasks
+from . import tasks, versions
 from .compress.spec import CompressionSpec
 from .store import Store
 
@@ -18,10 +18,11 @@ COLUMNS = ["key", "model", "task", "task_label", "method", "family", "setting", 
            "nonzero", "template", "data", "judge", "n", "metric", "value", "ci_low", "ci_high"]
 
 
-def frame(store: Store) -> pd.DataFrame:
-    """Tidy results: one row per (run, item count, metric) with the spec spread out."""
+def frame(store: Store, current_only: bool = True) -> pd.DataFrame:
+    """Tidy results: one row per (run, item count, metric) with the spec spread out. Rows made
+    under an older key scheme (older code) are left out unless current_only=False."""
     records = []
-    for r in store.rows():
+    for r in store.rows(key_scheme=versions.KEY_SCHEME if current_only else None):
         spec, meta = r["spec"], r["meta"]
         parsed = CompressionSpec.from_key(spec)
         size = meta.get("compression", {}).get("size", {})

@@ -29,9 +29,9 @@ def test_fingerprint_sees_a_single_changed_weight(tiny):
     assert models.weights_fingerprint(lm.model) != before
 
 
-def test_default_dtype_follows_native_bf16_support(monkeypatch):
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
-    assert models.default_dtype(torch.device("cpu")) == torch.float32
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
-    assert models.default_dtype(torch.device("cpu")) == torch.bfloat16
+def test_default_dtype_is_one_per_device_type_whatever_the_cpu_flags(monkeypatch):
+    """Issue 16: the same command gives the same numbers on two machines of one kind."""
+    for native in (False, True):
+        monkeypatch.setattr(models, "cpu_has_native_bf16", lambda native=native: native)
+        assert models.default_dtype(torch.device("cpu")) == torch.float32
     assert models.default_dtype(torch.device("cuda")) == torch.bfloat16

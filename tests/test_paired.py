@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kickbench import paired, plots, results, stats, sweep
+from kickbench import paired, plots, results, stats, sweep, versions
 from kickbench.compress.spec import CompressionSpec
 from kickbench.tasks import TaskSpec
 from kickbench.tasks.metrics import Metric
@@ -141,7 +141,8 @@ def put(store, key, task, spec, values, category=None, fields=None, n=None):
     """A stored run with per-sample values of `values` (dict metric -> list) and its scores."""
     n = n or len(next(iter(values.values())))
     fields = {"model": "fp", "task": task, "seed": 0, **(fields or {}), "spec": spec.key()}
-    store.put_run(key, "m", spec.key(), task, {"key_fields": fields})
+    store.put_run(key, "m", spec.key(), task, {"key_fields": fields,
+                                                "key_scheme": versions.KEY_SCHEME})
     store.add_samples(key, [
         {"idx": i, "item": {"id": f"q{i}", **({"category": category[i]} if category else {})},
          "prompt": "", "output": "", "new_tokens": 0,
@@ -188,7 +189,8 @@ def test_paired_frame_resamples_dialogues_by_conversation(store):
         items = [{"id": f"{c}/turn{t + 1}", "dialogue": c, "turn": t}
                  for c, t in (("x", 0), ("y", 0), ("x", 1), ("y", 1))]
         store.put_run(key, "m", spec.key(), "instruct",
-                      {"key_fields": {"model": "fp", "task": "instruct", "spec": spec.key()}})
+                      {"key_fields": {"model": "fp", "task": "instruct", "spec": spec.key()},
+                       "key_scheme": versions.KEY_SCHEME})
         store.add_samples(key, [{"idx": i, "item": it, "prompt": "", "output": "", "new_tokens": 0,
                                  "metrics": {"rougeL": s}} for i, (it, s) in enumerate(zip(items, scores))])
         store.put_scores(key, 4, {"rougeL": stats.aggregate(scores)})

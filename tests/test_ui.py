@@ -146,5 +146,5 @@ def test_two_workbenches_at_once_each_prune_their_own_model(store, tmp_path):
     assert dense[0] == dense[1]  # b's dense run saw dense weights, not a's pruned ones
     for w in (a, b):
         lm = w.session.model("tiny-mistral", "cpu", "float32")
-        assert models.weights_fingerprint(lm.model) == lm.fingerprint  # dense weights restored
+        assert models.weights_fingerprint(lm.model) == lm.weights_fingerprint  # dense weights restored
     assert a.session.model("tiny-mistral", "cpu", "float32") is not b.session.model("tiny-mistral", "cpu", "float32")
