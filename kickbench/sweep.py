@@ -34,7 +34,10 @@ class Settings:
     judge (kickbench.judge.Judge or None): judges the tasks that have a RUBRIC; its scores
     are stored under a key of their own that includes the judge's identity.
     on_progress(description, done, total): called after every stored batch of samples; an
-    exception raised there (e.g. Cancelled) stops the run with every finished batch kept."""
+    exception raised there (e.g. Cancelled) stops the run with every finished batch kept.
+    executor: where the (model, compression) units run: None (this process) or an executor
+    object such as kickbench.executors.RayExecutor (a frozen, picklable description of a
+    cluster, not a connection); `execute(..., executor=...)` overrides it."""
 
     limit: int | None = None
     device: str | None = None
@@ -44,6 +47,7 @@ class Settings:
     progress: bool = True
     judge: object | None = None
     on_progress: Callable[[str, int, int], None] | None = None
+    executor: object | None = None
 
 
 class Cancelled(Exception):
@@ -110,9 +114,14 @@ def requests(lm: models.LoadedModel, task: TaskSpec, session: Session) -> list[d
 
 
 def execute(runs: list[Run], store: Store, settings: Settings = Settings(),
-            session: Session | None = None) -> pd.DataFrame:
+            session: Session | None = None, executor=None) -> pd.DataFrame:
     """Run every planned point not already in the store; return their results (tidy frame).
-    Without a session, one lives for this call only (its models are freed at the end)."""
+    Without a session, one lives for this call only (its models are freed at the end).
+    executor (else settings.executor): runs the (model, compression) units elsewhere, e.g.
+    kickbench.executors.RayExecutor; the store is written here only, batch by batch."""
+    executor = executor if executor is not None else settings.executor
+    if executor is not None:
+        return _frame(store, executor.run(runs, store, settings, session))
     own = session is None
     session = session or Session()
     done: list[tuple[str, int]] = []
@@ -128,6 +137,28 @@ def execute(runs: list[Run], store: Store, settings: Settings = Settings(),
     finally:
         if own:
             session.close()
+    return _frame(store, done)
+
+
+def units(runs: list[Run]) -> list[tuple[str, CompressionSpec, list[TaskSpec]]]:
+    """The plan as units of work: one (model, compression) with all its tasks, in plan order
+    (a compressed model is built once per unit)."""
+    out: dict[tuple, list[TaskSpec]] = {}
+    for r in runs:
+        out.setdefault((r.model, r.spec), []).append(r.task)
+    return [(m, s, t) for (m, s), t in out.items()]
+
+
+def run_unit(model_name: str, spec: CompressionSpec, tasks: list[TaskSpec], store: Store,
+             settings: Settings, session: Session) -> list[tuple[str, int]]:
+    """One unit as a remote worker runs it: load, check, compress once, evaluate what is
+    missing, post-hoc stages; returns its (key, n) pairs."""
+    lm = session.model(model_name, settings.device, settings.dtype)
+    compress.check(spec, lm.model)
+    return _run_spec(lm, spec, tasks, store, settings, session)
+
+
+def _frame(store: Store, done: list[tuple[str, int]]) -> pd.DataFrame:
     frame = results.frame(store)
     wanted = pd.MultiIndex.from_tuples(done, names=["key", "n"])
     return frame[frame.set_index(["key", "n"]).index.isin(wanted)].reset_index(drop=True)
