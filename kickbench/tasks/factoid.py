@@ -13,7 +13,7 @@ from ..engine import GenerationConfig, Prompt
 from . import data, metrics, text
 
 NAME = "factoid"
-VERSION = 1  # bump when a change can alter this task's numbers (kickbench/versions.py)
+VERSION = 2  # bump when a change can alter this task's numbers (kickbench/versions.py)
 KIND = "generate"
 DEFAULT_DATA = data.PROJECT_DATA / "factoid.jsonl"
 GENERATION = GenerationConfig(max_new_tokens=16, stop=("\n",))
@@ -29,14 +29,31 @@ TEMPLATES = {
     "fewshot": "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in SHOTS)
     + "Question: {question}\nAnswer:",
     "chat": "Answer the question with a short factual answer.\n\n{question}",
+    # LLM-KICK's own prompt, byte for byte (factoid_qa/main_freebase.py line 117), trailing space
+    "llmkick": "Please give answer to this question: {question}\nThe answer is ",
 }
+# The reference generates up to max_length = 3 x the prompt's tokens (main_freebase.py line 121),
+# i.e. 2 x prompt tokens new, with no stop string (EOS ends it). The engine takes one
+# max_new_tokens per request set, so the llmkick mode generates LLMKICK_MAX_NEW tokens and
+# `llmkick_budget` is the reference's per-prompt number (exact once the engine takes a
+# per-prompt budget; see the README).
+LLMKICK_PREFIX = TEMPLATES["llmkick"].partition("{")[0]
+LLMKICK_LENGTH_FACTOR = 3
+LLMKICK_MAX_NEW = 64
+GENERATIONS = {"llmkick": GenerationConfig(max_new_tokens=LLMKICK_MAX_NEW, stop=())}
 DEFAULT_TEMPLATE = "fewshot"
 # headline metric per scoring mode
-SCORINGS = {"strict": "accuracy", "em": "exact_match", "legacy": "legacy_accuracy"}
+SCORINGS = {"strict": "accuracy", "em": "exact_match", "haystack": "haystack_accuracy"}
 HEADLINE = "accuracy"
+# the llmkick template computes only the reference's metric(s), so it has its own headline
+HEADLINES = {"llmkick": "llmkick_accuracy"}
 METRICS = (metrics.accuracy("accuracy", "accuracy (strict)"),
            metrics.accuracy("exact_match", "exact match"),
-           metrics.accuracy("legacy_accuracy", "accuracy (LLM-KICK legacy)"), *metrics.FLUENCY)
+           metrics.accuracy("haystack_accuracy", "answer anywhere in prompt + output"),
+           metrics.accuracy("llmkick_accuracy", "accuracy (LLM-KICK reference protocol)"),
+           # stores written before VERSION 2 name haystack_accuracy so
+           metrics.accuracy("legacy_accuracy", "answer anywhere in prompt + output (old name)"),
+           *metrics.FLUENCY)
 
 
 def load(source: str | Path | None = None) -> list[dict]:
@@ -47,14 +64,25 @@ def load(source: str | Path | None = None) -> list[dict]:
 
 def adapt(row: dict, index: int) -> dict:
     """Map a row of our schema, the shared FreebaseQA export, or HF `freebase_qa` to ours."""
-    if "RawQuestion" in row:  # HF freebase_qa
+    if "RawQuestion" in row and isinstance(row.get("Parses"), dict):  # HF freebase_qa
         names = [n for p in row["Parses"]["Answers"] for ns in p["AnswersName"] for n in ns]
         return {"id": row.get("Question-ID", str(index)), "question": row["RawQuestion"],
-                "answers": list(dict.fromkeys(names))}
+                "answers": list(dict.fromkeys(names)),
+                "reference_answers": list(row["Parses"]["Answers"][0]["AnswersName"][0])}
+    if "RawQuestion" in row:  # FreebaseQA's own JSON (what LLM-KICK's freebase_qa.py reads)
+        names = [n for p in row["Parses"] for a in p["Answers"] for n in a["AnswersName"]]
+        return {"id": row.get("Question-ID", str(index)), "question": row["RawQuestion"],
+                "answers": list(dict.fromkeys(names)),
+                "reference_answers": list(row["Parses"][0]["Answers"][0]["AnswersName"])}
     answers = row.get("answer_aliases") or row.get("answers")
     if isinstance(answers, str):
         answers = [answers]
-    return {"id": str(row.get("id", index)), "question": row.get("question"), "answers": answers}
+    item = {"id": str(row.get("id", index)), "question": row.get("question"), "answers": answers}
+    if row.get("parses"):  # the shared export: the first parse's answer name
+        first = row["parses"][0].get("answer_name")
+        if first:
+            item["reference_answers"] = [first] if isinstance(first, str) else list(first)
+    return item
 
 
 def prompt(item: dict, template: str = DEFAULT_TEMPLATE) -> Prompt:
@@ -69,11 +97,27 @@ def fluency_context(item: dict) -> str:
     return prompt(item, "fewshot")
 
 
+def llmkick_budget(prompt_tokens: int) -> int:
+    """New tokens the reference allows a prompt of `prompt_tokens` tokens (BOS included)."""
+    return (LLMKICK_LENGTH_FACTOR - 1) * prompt_tokens
+
+
+def reference_answers(item: dict) -> list[str]:
+    """LLM-KICK's answer set: FreebaseQA's first parse's first answer (freebase_qa.py line 125);
+    data without parses (ours) has only `answers`."""
+    return item.get("reference_answers") or item["answers"]
+
+
 def score(item: dict, prompt_text: str, output: str) -> dict[str, float]:
-    """Per-sample metrics; strict looks only at the answer, legacy reproduces LLM-KICK."""
+    """Per-sample metrics. strict looks only at the answer; haystack searches prompt + output.
+    On the llmkick template the one metric is the reference's: its answer set, searched in
+    prompt + output (main_freebase.py lines 19-24, 122-123)."""
+    if prompt_text.startswith(LLMKICK_PREFIX):  # the llmkick template's prompt
+        return {"llmkick_accuracy": float(text.llmkick_substring(prompt_text + output,
+                                                                 reference_answers(item)))}
     aliases = item["answers"]
     return {
         "accuracy": float(text.contains_alias(output, aliases)),
         "exact_match": float(text.exact_match(output, aliases)),
-        "legacy_accuracy": float(text.legacy_match(prompt_text, output, aliases)),
+        "haystack_accuracy": float(text.haystack_match(prompt_text, output, aliases)),
     }

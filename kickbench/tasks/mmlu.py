@@ -6,7 +6,11 @@ Scorings, all from the same forward passes:
 - cloze: the log-likelihood of each option's text after "Answer:" in the question/answer
   format (lm-eval's `mmlu_continuation`), raw and normalised by the option's length in
   characters (lm-eval's acc_norm);
-- legacy: LLM-KICK's reference code, the last character of the greedy next token.
+- next_char: the last character of the greedy next token after the letter prompt (the
+  reference's rule on our prompt);
+- llmkick (template `llmkick`): LLM-KICK's reference protocol (multiple_choice_qa/main_mmlu.py):
+  its prompt byte for byte, shots dropped while it exceeds 2048 tokens, one greedy token, the
+  last character of the decoded text against the answer letter.
 
 Local data: JSONL rows `subject, question, choices[4], answer` (0-3) as in ../shared/data/mmlu
 (`category` optional); the shots come from `dev.jsonl` beside the file. Hub data: `cais/mmlu`
@@ -22,7 +26,7 @@ from ..engine import Choice
 from . import data, metrics
 
 NAME = "mmlu"
-VERSION = 1  # bump when a change can alter this task's numbers (kickbench/versions.py)
+VERSION = 2  # bump when a change can alter this task's numbers (kickbench/versions.py)
 KIND = "choice"
 DEFAULT_DATA = data.PROJECT_DATA / "mmlu" / "test.jsonl"
 MAX_CONTEXT = 2048  # prompt tokens, as in Hendrycks' evaluate.py; shots are dropped to fit
@@ -32,16 +36,25 @@ CLOZE_HEADER = "The following are questions (with answers) about {subject}.\n\n"
 TEMPLATES = {  # the text describes the prompt; it is part of every result's key
     "5-shot": "Hendrycks MMLU prompt, 5 dev shots of the subject; letter + cloze",
     "0-shot": "Hendrycks MMLU prompt, no shots; letter + cloze",
+    "llmkick": "LLM-KICK main_mmlu.py prompt byte for byte, 5 dev shots, last character of one "
+               "greedy token",
 }
-SHOTS = {"5-shot": 5, "0-shot": 0}
+SHOTS = {"5-shot": 5, "0-shot": 0, "llmkick": 5}
+LLMKICK_MAX_TOKENS = 2048  # main_mmlu.py line 74: shots dropped while the prompt is longer
 DEFAULT_TEMPLATE = "5-shot"
 SCORINGS = {"letter": "letter_accuracy", "cloze": "cloze_accuracy",
-            "cloze_norm": "cloze_norm_accuracy", "legacy": "legacy_accuracy"}
+            "cloze_norm": "cloze_norm_accuracy", "next_char": "next_char_accuracy"}
 HEADLINE = "cloze_norm_accuracy"  # letter scoring sits at chance (0.25) on very small models
+# the llmkick template computes only the reference's metric(s), so it has its own headline
+HEADLINES = {"llmkick": "llmkick_accuracy"}
 METRICS = (metrics.accuracy("letter_accuracy", "accuracy (letter)"),
            metrics.accuracy("cloze_accuracy", "accuracy (cloze)"),
            metrics.accuracy("cloze_norm_accuracy", "accuracy (cloze, length-normalised)"),
-           metrics.accuracy("legacy_accuracy", "accuracy (LLM-KICK legacy)"))
+           metrics.accuracy("next_char_accuracy", "accuracy (last character of the next token)"),
+           metrics.accuracy("llmkick_accuracy", "accuracy (LLM-KICK reference protocol)"),
+           # stores written before VERSION 2 name next_char_accuracy so
+           metrics.accuracy("legacy_accuracy", "accuracy (last character of the next token, "
+                                               "old name)"))
 
 CATEGORIES = {
     "STEM": "abstract_algebra astronomy college_biology college_chemistry college_computer_science "
@@ -130,8 +143,26 @@ def prompts(item: dict, shots: int) -> dict[str, str]:
     }
 
 
+def llmkick_prompt(item: dict, k: int) -> str:
+    """main_mmlu.py lines 30-56: format_subject puts a space before every word (so "about  high
+    school physics."), nothing is stripped, an example ends "Answer:" (+ " X\n\n" for shots)."""
+    def example(q, with_answer):
+        out = q["question"] + "".join(f"\n{L}. {c}" for L, c in zip(LETTERS, q["choices"]))
+        return out + "\nAnswer:" + (f" {LETTERS[q['answer']]}\n\n" if with_answer else "")
+    subject = "".join(" " + w for w in item["subject"].split("_"))
+    header = f"The following are multiple choice questions (with answers) about {subject}.\n\n"
+    return header + "".join(example(q, True) for q in item["_shots"][:k]) + example(item, False)
+
+
 def requests(item: dict, template: str, tokenizer, max_context: int = MAX_CONTEXT) -> dict[str, Choice]:
     """Both requests of an item; shots are dropped from the end while a prompt is too long."""
+    if template == "llmkick":  # main_mmlu.py lines 65-77 (k stops at 0 here)
+        k = SHOTS[template]
+        text = llmkick_prompt(item, k)
+        while len(tokenizer(text)["input_ids"]) > LLMKICK_MAX_TOKENS and k > 0:
+            k -= 1
+            text = llmkick_prompt(item, k)
+        return {"llmkick": Choice(text, tuple(f" {L}" for L in LETTERS))}
     k = min(SHOTS[template], len(item["_shots"]))
     while True:
         texts = prompts(item, k)
@@ -145,6 +176,8 @@ def requests(item: dict, template: str, tokenizer, max_context: int = MAX_CONTEX
 
 def score(item: dict, results: dict) -> dict[str, float]:
     """Per-item metrics from the ChoiceResults of `requests` (same keys)."""
+    if "llmkick" in results:  # main_mmlu.py lines 80-85: output[-1:] == label
+        return {"llmkick_accuracy": float(results["llmkick"].next_token[-1:] == LETTERS[item["answer"]])}
     letter, cloze = results["letter"], results["cloze"]
     gold = item["answer"]
     norm = [lp / max(len(c), 1) for lp, c in zip(cloze.logprobs, item["choices"])]
@@ -152,12 +185,14 @@ def score(item: dict, results: dict) -> dict[str, float]:
         "letter_accuracy": float(_argmax(letter.logprobs) == gold),
         "cloze_accuracy": float(_argmax(cloze.logprobs) == gold),
         "cloze_norm_accuracy": float(_argmax(norm) == gold),
-        "legacy_accuracy": float(letter.next_token.strip()[-1:] == LETTERS[gold]),
+        "next_char_accuracy": float(letter.next_token.strip()[-1:] == LETTERS[gold]),
     }
 
 
 def answer_text(item: dict, results: dict) -> str:
     """What the model 'answered', for per-sample records and diffs."""
+    if "llmkick" in results:
+        return results["llmkick"].next_token
     letter = LETTERS[_argmax(results["letter"].logprobs)]
     return f"{letter} | {item['choices'][_argmax(results['cloze'].logprobs)]}"
 
