@@ -50,6 +50,23 @@ def _add_common(p: argparse.ArgumentParser, report: bool = False) -> None:
     p.add_argument("--judge-scoring", choices=("expected", "generate"), default=None,
                    help="local judge: expected = scores read from its token probabilities over "
                         "1-10 (default, always readable); generate = free text, parsed")
+    _add_executor(p)
+
+
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the (model, compression) units run: this process, or Ray tasks "
+                        "(results are still stored here, batch by batch)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (auto, host:6379, ray://host:10001; default: start "
+                        "a local Ray instance)")
+    p.add_argument("--gpus-per-unit", type=float, default=0, help="Ray: GPUs each unit requests")
+    p.add_argument("--cpus-per-unit", type=float, default=1, help="Ray: CPUs each unit requests")
+
+
+def _executor_params(args) -> dict:
+    return {"executor": args.executor, "address": args.address,
+            "gpus_per_unit": args.gpus_per_unit, "cpus_per_unit": args.cpus_per_unit}
 
 
 def _add_calibration(p: argparse.ArgumentParser) -> None:
@@ -143,7 +160,10 @@ def cmd_eval(args) -> None:
                             judge_key_env=args.judge_key_env, judge_scoring=args.judge_scoring,
                             store_path=args.store)
     store = validate.open_store(args.store)
-    frame = sweep.execute(plan.runs, store, plan.settings)
+    from .executors import executor
+
+    frame = sweep.execute(plan.runs, store, plan.settings,
+                          executor=executor(**_executor_params(args)))
     frame = plots.with_text(frame)
     table = frame.pivot(index=["model", "label", "size", "n"], columns="metric", values="score")
     print("mean [95% bootstrap CI]")
@@ -204,7 +224,7 @@ def cmd_report(args) -> None:
               "temperature": args.temperature, "judge": args.judge, "judge_model": args.judge_model,
               "judge_key_env": args.judge_key_env, "judge_scoring": args.judge_scoring,
               "layerwise": args.layerwise, "options": _options(args),
-              "image_formats": _image_formats(args)}
+              "image_formats": _image_formats(args), **_executor_params(args)}
     validate.output_dir(args.out)
     validate.report_name(args.name)
     plan = config.report_plan(params)  # what the notebook will run, checked before a kernel starts

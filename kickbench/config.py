@@ -82,7 +82,7 @@ REPORT_PARAMETERS = (
     "partial_groups", "layerwise", "options", "tasks", "data", "limit", "task_limits",
     "calib_data", "nsamples", "seqlen", "ppl_data", "ppl_windows", "ppl_window", "device",
     "dtype", "batch_size", "seed", "temperature", "judge", "judge_model", "judge_key_env",
-    "judge_scoring", "progress")
+    "judge_scoring", "progress", "executor", "address", "gpus_per_unit", "cpus_per_unit")
 
 
 @dataclass(frozen=True)
@@ -135,9 +135,13 @@ def report_plan(p: dict) -> Plan:
         tasks.append(TaskSpec("perplexity", data=p["ppl_data"], limit=p["ppl_windows"],
                               window=p["ppl_window"]))
     judge = validate.judge(p["judge"], p["judge_model"], p["judge_key_env"], p["judge_scoring"])
+    from .executors import executor
+
+    where = executor(p["executor"] or "local", p["address"], p["gpus_per_unit"] or 0,
+                     p["cpus_per_unit"] or 1)
     settings = sweep.Settings(limit=p["limit"], device=p["device"], dtype=p["dtype"],
                               batch_size=p["batch_size"], seed=p["seed"], progress=p["progress"],
-                              judge=judge)
+                              judge=judge, executor=where)
     runs = sweep.plan([p["model"]], specs, tasks)
     validate.runs(runs)
     return Plan(runs, tasks, settings)

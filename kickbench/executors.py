@@ -372,9 +372,10 @@ def _message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
-def executor(name: str = "local", address: str | None = None, gpus_per_unit: float = 0,
+def executor(executor: str = "local", address: str | None = None, gpus_per_unit: float = 0,
              cpus_per_unit: float = 1):
     """The CLI's and the report notebook's choice -> an executor (None: this process)."""
+    name = executor
     if name == "local":
         if address is not None:
             raise ValueError("--address applies to --executor ray")
