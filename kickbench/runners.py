@@ -25,7 +25,8 @@ def notify(settings, desc: str, done: int, total: int) -> None:
 
 
 def generation_config(task, batch_size: int | None = None):
-    config = replace(task.module.GENERATION, temperature=task.temperature or 0.0)
+    base = getattr(task.module, "GENERATIONS", {}).get(task.template_name, task.module.GENERATION)
+    config = replace(base, temperature=task.temperature or 0.0)
     return replace(config, batch_size=batch_size) if batch_size else config
 
 

@@ -233,7 +233,7 @@ class Workbench:
         r = self.results
         if r.empty:
             return
-        panels = [(t.label, t.module.HEADLINE) for t in self.task_specs()]
+        panels = [(t.label, t.headline) for t in self.task_specs()]
         comp = r[r.family != "dense"]
         x = "sparsity" if comp.empty or set(comp.family) == {"pruning"} else "size_fraction"
         try:

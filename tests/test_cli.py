@@ -11,7 +11,7 @@ def test_eval_prints_a_table_with_the_dense_baseline(tmp_path, capsys):
                "--dtype", "float32"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "dense" in out and "magnitude" in out and "legacy_accuracy" in out
+    assert "dense" in out and "magnitude" in out and "haystack_accuracy" in out
 
 
 def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):

@@ -223,7 +223,7 @@ def test_paired_frame_of_a_tiny_sweep(store, small_data):
     pf = results.paired_frame(store, frame)
     dense_keys = dict(zip(frame[frame.method == "dense"].task, frame[frame.method == "dense"].key))
     assert set(pf.label) == {"magnitude 50%", "magnitude 80%"}
-    assert set(pf.metric) == {"accuracy", "exact_match", "legacy_accuracy", "answer_ppl", "perplexity"}
+    assert set(pf.metric) == {"accuracy", "exact_match", "haystack_accuracy", "answer_ppl", "perplexity"}
     assert len(pf) == 2 * 5 and (pf.dense_key == pf.task.map(dense_keys)).all()
     assert pf.p_holm.tolist() == pytest.approx(paired.holm(pf.p).tolist())
     assert ((pf.ci_low <= pf["diff"] + 1e-12) & (pf["diff"] <= pf.ci_high + 1e-12)).all()

@@ -92,7 +92,7 @@ def plant_answers(store_path) -> None:
         for key, output, right in ((dense, " Paris", 1.0), (compressed, " " + ANSWER, 0.0)):
             (metrics,) = db.execute("SELECT metrics FROM samples WHERE key=? AND idx=0", (key,)).fetchone()
             metrics = {**json.loads(metrics), "accuracy": right, "exact_match": right,
-                       "legacy_accuracy": right}
+                       "haystack_accuracy": right}
             db.execute("UPDATE samples SET output=?, metrics=? WHERE key=? AND idx=0",
                        (output, json.dumps(metrics), key))
     db.close()

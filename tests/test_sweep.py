@@ -51,7 +51,7 @@ def test_results_are_stored_and_never_recomputed(store, small_data, monkeypatch)
     first = sweep.execute(runs, store, settings(limit=6))
     assert len(seen) == 12
     # every scoring, and the dense model's perplexity of the answers (the fluency stage)
-    assert set(first.metric) == {"accuracy", "exact_match", "legacy_accuracy", "answer_ppl"}
+    assert set(first.metric) == {"accuracy", "exact_match", "haystack_accuracy", "answer_ppl"}
     assert set(first.n) == {6} and len(first) == 8  # 2 runs x 4 metrics
     again = sweep.execute(runs, store, settings(limit=6))
     assert len(seen) == 12  # nothing generated the second time

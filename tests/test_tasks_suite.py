@@ -50,13 +50,13 @@ def test_mmlu_scorings():
     it = item()  # gold: B ("4")
     m = mmlu.score(it, results([-3, -1, -2, -4], [-5, -4, -6, -9]))
     assert m == {"letter_accuracy": 1.0, "cloze_accuracy": 1.0, "cloze_norm_accuracy": 1.0,
-                 "legacy_accuracy": 1.0}
+                 "next_char_accuracy": 1.0}
     # normalised by characters (lm-eval's acc_norm): "22" at -7 beats "4" at -4 (-3.5 < -4)
     m = mmlu.score(it, results([-1, -3, -2, -4], [-5, -4, -6, -7], next_token="C"))
-    assert (m["letter_accuracy"], m["cloze_accuracy"], m["cloze_norm_accuracy"], m["legacy_accuracy"]) \
+    assert (m["letter_accuracy"], m["cloze_accuracy"], m["cloze_norm_accuracy"], m["next_char_accuracy"]) \
         == (0.0, 1.0, 0.0, 0.0)
     m = mmlu.score(it, results([-1] * 4, [-9, -3, -9, -9], next_token=""))
-    assert m["cloze_norm_accuracy"] == 1.0 and m["legacy_accuracy"] == 0.0
+    assert m["cloze_norm_accuracy"] == 1.0 and m["next_char_accuracy"] == 0.0
 
 
 def test_mmlu_loader_interleaves_subjects_and_attaches_dev_shots(tmp_path):
@@ -85,7 +85,7 @@ def test_mmlu_loader_interleaves_subjects_and_attaches_dev_shots(tmp_path):
 def test_icraqa_scores(output, em, f1, legacy):
     m = icraqa.score({"answers": ["Paris", "City of Light"]}, "", output)
     assert m["exact_match"] == em and m["f1"] == pytest.approx(f1, abs=1e-3)
-    assert m["legacy_accuracy"] == legacy
+    assert m["two_way_accuracy"] == legacy
 
 
 def test_token_f1_takes_the_best_alias():

@@ -33,9 +33,9 @@ def test_factoid_scores_all_three_from_one_answer():
     prompt = factoid.prompt(item)
     assert prompt.endswith("Question: Which city is Paris?\nAnswer:")
     assert factoid.score(item, prompt, " London") == {
-        "accuracy": 0.0, "exact_match": 0.0, "legacy_accuracy": 1.0}
+        "accuracy": 0.0, "exact_match": 0.0, "haystack_accuracy": 1.0}
     assert factoid.score(item, prompt, " Paris") == {
-        "accuracy": 1.0, "exact_match": 1.0, "legacy_accuracy": 1.0}
+        "accuracy": 1.0, "exact_match": 1.0, "haystack_accuracy": 1.0}
 
 
 def test_chat_template_prompt_is_a_message_list():

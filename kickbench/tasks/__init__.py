@@ -27,10 +27,19 @@ def metric(name: str, task: str | None = None) -> Metric:
     return Metric(name, name)
 
 
-def right_or_wrong(module) -> str | None:
-    """The 0/1 metric by which a QA task's answers are right or wrong (None: no such task)."""
+def headline(module, template: str | None = None) -> str:
+    """The metric a chart shows for a task under a template (HEADLINES overrides HEADLINE)."""
+    return getattr(module, "HEADLINES", {}).get(template, module.HEADLINE)
+
+
+def right_or_wrong(module, template: str | None = None) -> str | None:
+    """The 0/1 metric by which a QA task's answers are right or wrong under a template (None:
+    no such task): the template's headline where that is 0/1, else the first 0/1 metric."""
     if not hasattr(module, "fluency_context"):
         return None
+    first = headline(module, template)
+    if any(m.name == first and m.binary for m in module.METRICS):
+        return first
     return next((m.name for m in module.METRICS if m.binary), None)
 
 
@@ -95,6 +104,11 @@ class TaskSpec:
     @property
     def module(self):
         return TASKS[self.name]
+
+    @property
+    def headline(self) -> str:
+        """The metric charts show for this task and template."""
+        return headline(self.module, self.template_name)
 
     @property
     def template_name(self) -> str:
