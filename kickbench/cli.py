@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
+from pathlib import Path
 
 DEMO_LEVELS = "0.1,0.2,0.3,0.4,0.5,0.6"
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, unless the text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or "required" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.default is False and action.nargs == 0:
+            return f"{text} (default: off)"
+        return super()._get_help_string(action)
 
 
 def _floats(text: str) -> list[float]:
@@ -20,6 +34,17 @@ def _names(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _add_config(p: argparse.ArgumentParser, verbose: bool = True) -> None:
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML file (YAML with pyyaml) of this command's flags by name, dashes or "
+                        "underscores (e.g. examples/llmkick-smollm2.toml); flags given on the "
+                        "command line override it (default: none)")
+    if verbose:
+        p.add_argument("--verbose", action="store_true",
+                       help="also show the notebook kernel's own output and every cell's output "
+                            "(default: off: progress only)")
+
+
 def _add_common(p: argparse.ArgumentParser, report: bool = False) -> None:
     p.add_argument("--model", default="smollm2-135m", help="built-in name, HF id, folder or .gguf")
     if report:
@@ -27,24 +52,30 @@ def _add_common(p: argparse.ArgumentParser, report: bool = False) -> None:
                        help="TASK=PATH (JSONL or HF dataset id), repeatable; a bare PATH is for "
                             "the first task (default: the project's data/)")
         p.add_argument("--task-limit", action="append", default=None,
-                       help="TASK=N: first N items of that task (overrides --limit), repeatable")
+                       help="TASK=N: first N items of that task (overrides --limit), repeatable "
+                            "(default: --limit for every task)")
     else:
         p.add_argument("--task", default="factoid", help="factoid, mmlu, icraqa, perplexity, icsum, "
                                                           "instruct; name:template for another prompt")
         p.add_argument("--data", default=None, help="JSONL path or HF dataset id (default: data/)")
-        p.add_argument("--template", default=None, help="prompt template of the task")
-    p.add_argument("--limit", type=int, default=None, help="first N items only")
-    p.add_argument("--store", default=None, help="results SQLite file (default: user data dir)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--template", default=None,
+                       help="prompt template of the task (default: the task's own; kickbench list)")
+    p.add_argument("--limit", type=int, default=None, help="first N items only (default: all)")
+    p.add_argument("--store", default=None,
+                   help="results SQLite file (default: $KICKBENCH_STORE, else results.sqlite in "
+                        "the user data dir)")
+    _add_device(p)
+    p.add_argument("--batch-size", type=int, default=64, help="prompts per forward pass")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of sampled generation (part of every result's key)")
     p.add_argument("--temperature", type=float, default=None,
                    help="sample generation tasks at this temperature (default: greedy)")
     p.add_argument("--judge", default=None,
                    help="judge free-form answers (icsum, instruct): local:<model> (e.g. "
-                        "local:smollm2-135m) or an OpenAI-compatible endpoint URL")
-    p.add_argument("--judge-model", default=None, help="model name at the --judge endpoint")
+                        "local:smollm2-135m) or an OpenAI-compatible endpoint URL (default: no "
+                        "judge, reference metrics only)")
+    p.add_argument("--judge-model", default=None,
+                   help="model name at the --judge endpoint (default: none; an endpoint needs one)")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the endpoint's API key (never stored)")
     p.add_argument("--judge-scoring", choices=("expected", "generate"), default=None,
@@ -69,6 +100,13 @@ def _executor_params(args) -> dict:
             "gpus_per_unit": args.gpus_per_unit, "cpus_per_unit": args.cpus_per_unit}
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", default=None,
+                   help="float32 | bfloat16 | float16 (default: bfloat16 on CUDA, float32 otherwise)")
+
+
 def _add_calibration(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-data", default=None,
                    help="calibration text for wanda/sparsegpt: JSONL with `text`, .txt, or HF id "
@@ -81,8 +119,10 @@ def _add_quantization(p: argparse.ArgumentParser, many_bits: bool = False) -> No
     if many_bits:
         p.add_argument("--bits", default="4,3", help="bit widths for rtn/gptq, comma-separated")
     else:
-        p.add_argument("--bits", type=int, default=None, help="rtn/gptq bit width (2-8)")
-    p.add_argument("--group-size", type=int, default=None, help="rtn/gptq group (default: per channel)")
+        p.add_argument("--bits", type=int, default=None,
+                       help="rtn/gptq bit width, 2-8 (default: none; rtn and gptq need it)")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="rtn/gptq group size along the input (default: per output channel)")
     p.add_argument("--symmetric", action="store_true", help="rtn/gptq symmetric grid")
     p.add_argument("--partial-groups", action="store_true",
                    help="allow a shorter last group where --group-size does not divide a width")
@@ -138,9 +178,36 @@ def cmd_list(_args) -> None:
     for a in registry.ALLOCATORS.values():
         print(f"layerwise {a.name}: {a.description}; options {', '.join(o.name for o in a.options)}")
     print("patterns:        unstructured, N:M (e.g. 2:4, 4:8)")
+    print("tasks (name:template picks another prompt, e.g. icraqa:closed):")
     for name, module in tasks.TASKS.items():
-        print(f"task {name}: templates {', '.join(module.TEMPLATES)}; "
-              f"scorings {', '.join(module.SCORINGS)}; default data {module.DEFAULT_DATA}")
+        about = TASK_ABOUT.get(name) or (module.__doc__ or name).strip().splitlines()[0]
+        default = getattr(module, "DEFAULT_TEMPLATE", next(iter(module.TEMPLATES)))
+        templates = ", ".join(f"{t} (default)" if t == default else t for t in module.TEMPLATES)
+        scorings = ", ".join(f"{k} -> {v}" for k, v in module.SCORINGS.items())
+        print(f"  {name}: {about}\n      templates {templates}; scorings {scorings}; "
+              f"default data {_shown(module.DEFAULT_DATA)}")
+
+
+# one line per task: what it measures and its name in LLM-KICK (Jaiswal et al., ICLR 2024)
+TASK_ABOUT = {
+    "factoid": "factoid QA, closed book (LLM-KICK: FreebaseQA): a short generated answer "
+               "matched against the aliases",
+    "mmlu": "multiple-choice reasoning (LLM-KICK's MCR-QA: MMLU), k-shot, scored by log-likelihood",
+    "icraqa": "in-context retrieval QA (LLM-KICK's ICR-QA): answer from a passage (open book) "
+              "or from memory (closed book)",
+    "perplexity": "perplexity of held-out text (not an LLM-KICK task: the number most "
+                  "compression papers report; WikiText-2 with --ppl-data)",
+    "icsum": "in-context summarization (LLM-KICK's IC-Sum): news stories, ROUGE and an "
+             "optional LLM judge",
+    "instruct": "instruction following (LLM-KICK: Vicuna-80; MT-Bench too), ROUGE-L and an "
+                "optional LLM judge",
+}
+
+
+def _shown(path) -> str:
+    from .report import public_path
+
+    return public_path(path)
 
 
 def cmd_eval(args) -> None:
@@ -206,30 +273,38 @@ def cmd_compress(args) -> None:
         print(f"note: {rep['arithmetic']}")
 
 
+def report_params(args) -> dict:
+    """`kickbench report`'s flags -> the report notebook's parameters."""
+    from . import validate
+
+    tasks = _names(args.tasks)
+    return {"model": args.model, "methods": _names(args.methods),
+            "sparsities": _floats(args.sparsities), "patterns": _names(args.patterns),
+            "bits": validate.ints(args.bits, "--bits"), "group_size": args.group_size,
+            "symmetric": args.symmetric, "partial_groups": args.partial_groups,
+            "tasks": tasks, "data": _task_data(args.data, tasks),
+            "task_limits": {k: _count(v, "--task-limit")
+                            for k, v in _task_data(args.task_limit, tasks).items()},
+            "limit": args.limit, "metric": args.metric, "store_path": args.store,
+            "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
+            "seed": args.seed, "progress": False, "calib_data": args.calib_data,
+            "nsamples": args.nsamples, "seqlen": args.seqlen, "ppl_data": args.ppl_data,
+            "ppl_windows": args.ppl_windows, "ppl_window": args.ppl_window,
+            "temperature": args.temperature, "judge": args.judge, "judge_model": args.judge_model,
+            "judge_key_env": args.judge_key_env, "judge_scoring": args.judge_scoring,
+            "layerwise": args.layerwise, "options": _options(args),
+            "image_formats": _image_formats(args), **_executor_params(args)}
+
+
 def cmd_report(args) -> None:
     from . import config, report, validate
 
-    params = {"model": args.model, "methods": _names(args.methods),
-              "sparsities": _floats(args.sparsities), "patterns": _names(args.patterns),
-              "bits": validate.ints(args.bits, "--bits"), "group_size": args.group_size,
-              "symmetric": args.symmetric, "partial_groups": args.partial_groups,
-              "tasks": _names(args.tasks), "data": _task_data(args.data, _names(args.tasks)),
-              "task_limits": {k: _count(v, "--task-limit")
-                              for k, v in _task_data(args.task_limit, _names(args.tasks)).items()},
-              "limit": args.limit, "metric": args.metric, "store_path": args.store,
-              "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
-              "seed": args.seed, "progress": False, "calib_data": args.calib_data,
-              "nsamples": args.nsamples, "seqlen": args.seqlen, "ppl_data": args.ppl_data,
-              "ppl_windows": args.ppl_windows, "ppl_window": args.ppl_window,
-              "temperature": args.temperature, "judge": args.judge, "judge_model": args.judge_model,
-              "judge_key_env": args.judge_key_env, "judge_scoring": args.judge_scoring,
-              "layerwise": args.layerwise, "options": _options(args),
-              "image_formats": _image_formats(args), **_executor_params(args)}
+    params = report_params(args)
     validate.output_dir(args.out)
     validate.report_name(args.name)
     plan = config.report_plan(params)  # what the notebook will run, checked before a kernel starts
     validate.metric(args.metric, plan.tasks)
-    ipynb, html = report.render(params, out_dir=args.out, name=args.name)
+    ipynb, html = report.render(params, out_dir=args.out, name=args.name, verbose=args.verbose)
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
     if params["image_formats"]:
         print(f"figures:           {html.with_name(html.stem + '-figures')}/")
@@ -254,7 +329,8 @@ def cmd_findings(args) -> None:
               "dtype": args.dtype, "batch_size": args.batch_size, "progress": False,
               "image_formats": formats, **given}
     validate.findings({**_defaults(declared), **params})
-    ipynb, html = report.render(params, out_dir=args.out, name=args.name, notebook=report.FINDINGS)
+    ipynb, html = report.render(params, out_dir=args.out, name=args.name, notebook=report.FINDINGS,
+                                verbose=args.verbose)
     print(f"executed notebook: {ipynb}\nHTML report:       {html}")
     print(f"dtype: {validate.dtype_used(params['device'], params['dtype'])}")
 
@@ -349,39 +425,48 @@ def cmd_lab(args) -> None:
         os.execv(argv[0], argv)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="kickbench", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="built-in models, methods and tasks").set_defaults(fn=cmd_list)
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="kickbench", description=__doc__, formatter_class=_Help)
+    sub = top.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("eval", help="compress once and evaluate (dense baseline included)")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=_Help)
+
+    command("list", "built-in models, methods, tasks (with their LLM-KICK names), templates, "
+                    "scorings and default data").set_defaults(fn=cmd_list)
+
+    p = command("eval", "compress once and evaluate (dense baseline included)")
+    _add_config(p, verbose=False)
     _add_common(p)
-    p.add_argument("--method", default="magnitude")
-    p.add_argument("--sparsity", type=float, default=0.0)
+    p.add_argument("--method", default="magnitude", help="compression method (kickbench list)")
+    p.add_argument("--sparsity", type=float, default=0.0, help="pruning: fraction of weights zeroed")
     p.add_argument("--pattern", default="unstructured", help="unstructured or N:M, e.g. 2:4")
-    p.add_argument("--no-baseline", dest="baseline", action="store_false")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the dense model (default: it is evaluated too, once per store)")
     _add_quantization(p)
     _add_calibration(p)
     _add_layerwise_and_options(p)
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("compress", help="compress a model and save it as a folder")
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--method", default="magnitude")
-    p.add_argument("--sparsity", type=float, default=0.0)
-    p.add_argument("--pattern", default="unstructured")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--out", required=True)
+    p = command("compress", "compress a model and save it as a folder")
+    p.add_argument("--model", default="smollm2-135m", help="built-in name, HF id, folder or .gguf")
+    p.add_argument("--method", default="magnitude", help="compression method (kickbench list)")
+    p.add_argument("--sparsity", type=float, default=0.0, help="pruning: fraction of weights zeroed")
+    p.add_argument("--pattern", default="unstructured", help="unstructured or N:M, e.g. 2:4")
+    _add_device(p)
+    p.add_argument("--out", required=True, help="folder to save the compressed model in (required)")
     _add_quantization(p)
     _add_calibration(p)
     _add_layerwise_and_options(p)
     p.set_defaults(fn=cmd_compress)
 
-    p = sub.add_parser("report", help="render the papermill report to reports/ (ipynb + HTML)")
+    p = command("report", "render the papermill report to reports/ (ipynb + HTML)")
+    _add_config(p)
     _add_common(p, report=True)
-    p.add_argument("--methods", default="magnitude")
-    p.add_argument("--sparsities", default=DEMO_LEVELS)
+    p.add_argument("--methods", default="magnitude",
+                   help="comma-separated compression methods (kickbench list); dense is always in")
+    p.add_argument("--sparsities", default=DEMO_LEVELS,
+                   help="comma-separated pruning levels for the pruning methods")
     p.add_argument("--patterns", default="2:4", help="comma-separated N:M patterns, or ''")
     p.add_argument("--tasks", default="factoid",
                    help="comma-separated: factoid, mmlu, icraqa, icsum, instruct; name:template for "
@@ -389,7 +474,7 @@ def main(argv=None) -> int:
     p.add_argument("--metric", default=None,
                    help="chart this metric where a task has it (e.g. legacy_accuracy); "
                         "default: each task's headline metric")
-    p.add_argument("--out", default="reports")
+    p.add_argument("--out", default="reports", help="output folder")
     p.add_argument("--name", default=None, help="file name stem (default: report-<time>)")
     p.add_argument("--png", action="store_true", help="also write every figure as PNG (kaleido)")
     p.add_argument("--pdf", action="store_true", help="also write every figure as PDF (kaleido)")
@@ -402,27 +487,31 @@ def main(argv=None) -> int:
     _add_layerwise_and_options(p)
     p.set_defaults(fn=cmd_report)
 
-    p = sub.add_parser("findings", help="render notebooks/findings.ipynb: LLM-KICK's five findings")
-    p.add_argument("--model", default="smollm2-135m")
+    p = command("findings", "render notebooks/findings.ipynb: LLM-KICK's five findings")
+    _add_config(p)
+    p.add_argument("--model", default="smollm2-135m", help="the model of findings 1-4")
     p.add_argument("--large-model", default="gemma3-270m", help="the larger model of finding 5")
     p.add_argument("--limit", type=int, default=500, help="factoid questions (findings 1-4)")
     p.add_argument("--large-limit", type=int, default=200, help="factoid questions (finding 5)")
-    p.add_argument("--store", default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out", default="reports")
-    p.add_argument("--name", default="findings")
+    p.add_argument("--store", default=None,
+                   help="results SQLite file (default: $KICKBENCH_STORE, else results.sqlite in "
+                        "the user data dir)")
+    _add_device(p)
+    p.add_argument("--batch-size", type=int, default=64, help="prompts per forward pass")
+    p.add_argument("--out", default="reports", help="output folder")
+    p.add_argument("--name", default="findings", help="file name stem")
     p.add_argument("--png", action="store_true", help="also write every figure as PNG")
     p.add_argument("--pdf", action="store_true", help="also write every figure as PDF")
     p.add_argument("-p", "--param", action="append", default=None, metavar="NAME=VALUE",
-                   help="any notebook parameter, VALUE as JSON (e.g. -p 'methods=[\"wanda\"]')")
+                   help="any notebook parameter, VALUE as JSON (e.g. -p 'methods=[\"wanda\"]'), "
+                        "repeatable (default: the notebook's own values)")
     p.set_defaults(fn=cmd_findings)
 
     for name, text in (("lab", "open JupyterLab on the notebooks (workbench, findings, report)"),
                        ("app", "serve the workbench as a Voila app (a kernel per visitor)")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--port", type=int, default=None)
+        p = command(name, text)
+        p.add_argument("--port", type=int, default=None,
+                       help=f"port to listen on (default: {lab_port(name)}, the server's own)")
         p.add_argument("--no-browser", action="store_true", help="do not open a browser")
         p.add_argument("--dry-run", action="store_true", help="print the command, do not start it")
         p.add_argument("--public", action="store_true",
@@ -432,11 +521,32 @@ def main(argv=None) -> int:
                            help="seconds before an idle visitor's kernel is shut down")
             p.add_argument("--model", action="append", default=None, metavar="NAME",
                            help="a model visitors may pick besides the built-ins (HF id, folder "
-                                "or .gguf; repeatable)")
+                                "or .gguf; repeatable; default: the built-ins only)")
         p.set_defaults(fn=cmd_lab)
+    top.commands = sub.choices  # name -> its parser (--config reads a command's flags)
+    return top
 
-    args = parser.parse_args(argv)
+
+def lab_port(command: str) -> int:
+    from .lab import APP_PORT, LAB_PORT
+
+    return APP_PORT if command == "app" else LAB_PORT
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line, with a --config file's values under the flags given there."""
+    top = parser()
+    args = top.parse_args(argv)
+    if getattr(args, "config", None):
+        args = top.parse_args(with_config(top, args, argv))
+    return args
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)  # --help, a bad flag: argparse's own message and exit 2
     try:
+        args = parse(argv)
         args.fn(args)
     except Exception as e:  # noqa: BLE001 - expected errors become one line; the rest re-raise
         text = _expected(e, args)
@@ -445,6 +555,79 @@ def main(argv=None) -> int:
         print(f"kickbench: error: {' '.join(text.split())}", file=sys.stderr)
         return 2
     return 0
+
+
+# ---- --config FILE ------------------------------------------------------------------------
+def read_config(path: str) -> dict:
+    """A flat table of flag names -> values from a TOML file (YAML: .yaml/.yml, with pyyaml)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config {path}: no such file")
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ValueError(f"config {path}: YAML needs pyyaml (pip install pyyaml); "
+                                 "or write it as TOML") from None
+            conf = yaml.safe_load(p.read_text(encoding="utf-8"))
+        else:
+            import tomllib
+
+            conf = tomllib.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:  # tomllib.TOMLDecodeError and yaml.YAMLError's parse errors
+        raise ValueError(f"config {path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - e.g. yaml.YAMLError
+        raise ValueError(f"config {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(conf, dict):
+        raise ValueError(f"config {path}: expected a table of flag names and values")
+    return conf
+
+
+def with_config(top: argparse.ArgumentParser, args, argv: list[str]) -> list[str]:
+    """argv with the config file's values inserted as flags right after the command, so every
+    flag given on the command line overrides them (a repeatable flag such as --data given
+    there replaces the file's entries). An unknown key is refused, naming it."""
+    flags = {s: a for a in top.commands[args.command]._actions
+             for s in a.option_strings if s.startswith("--")}
+    words = []
+    for key, value in read_config(args.config).items():
+        flag = "--" + str(key).replace("_", "-")
+        action = flags.get(flag)
+        if action is None or action.dest in ("config", "help"):
+            known = [f for f in flags if f not in ("--config", "--help")]
+            close = difflib.get_close_matches(flag, known, 1)
+            raise ValueError(f"config {args.config}: unknown key {key!r}: kickbench {args.command} "
+                             f"has no {flag} flag" + (f" (did you mean {close[0][2:]!r}?)" if close else ""))
+        if isinstance(action, argparse._AppendAction) and getattr(args, action.dest) != action.default:
+            continue  # given on the command line: those entries replace the file's
+        words += _config_words(args.config, key, flag, action, value)
+    at = argv.index(args.command) + 1
+    return [*argv[:at], *words, *argv[at:]]
+
+
+def _config_words(path: str, key: str, flag: str, action, value) -> list[str]:
+    import json
+
+    if value is None:  # YAML null: the flag's default
+        return []
+    if isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise ValueError(f"config {path}: {key!r} is true or false, got {value!r}")
+        return [flag if value else "--no-" + flag[2:]]
+    if action.nargs == 0:  # store_true / store_false
+        if not isinstance(value, bool):
+            raise ValueError(f"config {path}: {key!r} is true or false, got {value!r}")
+        return [flag] if value else []
+    if isinstance(value, bool) or isinstance(value, dict) and not isinstance(action, argparse._AppendAction):
+        raise ValueError(f"config {path}: {key!r} takes a value like {flag} does, got {value!r}")
+    if isinstance(action, argparse._AppendAction):  # TASK=VALUE entries: a table, a list or one
+        text = (lambda v: json.dumps(v)) if action.dest == "param" else str
+        entries = ([f"{k}={text(v)}" for k, v in value.items()] if isinstance(value, dict)
+                   else list(value) if isinstance(value, list) else [value])
+        return [f"{flag}={e}" for e in entries]
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return [f"{flag}={text}"]
 
 
 def _expected(e: Exception, args) -> str | None:

@@ -96,7 +96,7 @@ def accuracy_figure(frame: pd.DataFrame, metric: str = "accuracy", task: str | N
     fig.update_layout(
         title=_text(title or f"{metric_title(metric)} vs {x.replace('_', ' ')}"),
         xaxis=X_AXES[x],
-        yaxis=dict(title=metric_title(metric), type="log")
+        yaxis=dict(title=metric_title(metric), **log_axis(rows))
         if lower_is_better(metric) else
         dict(title=metric_title(metric), rangemode="tozero"),
         template="plotly_white", legend=dict(orientation="h", y=-0.2), height=480)
@@ -123,16 +123,53 @@ def _significance_marks(fig: go.Figure, points: pd.DataFrame, x: str, prefix: st
         "Holm-adjusted p %{customdata[0]:.3g}<extra></extra>"))
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Log-axis ticks a reader can read: 1, 2, 5 x 10^k within [lo, hi] (every 1-9 x 10^k
+    where that gives fewer than three); empty when even that gives fewer than two."""
+    import math
+
+    if not (0 < lo <= hi < math.inf):
+        return []
+    for mantissas in ((1, 2, 5), range(1, 10)):
+        ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                 for m in mantissas if lo <= m * 10.0 ** k <= hi]
+        if len(ticks) >= 3:
+            return ticks
+    return ticks if len(ticks) >= 2 else []
+
+
+def _tick_text(v: float) -> str:
+    return f"{v:,.0f}" if v >= 1 else f"{v:.6g}"
+
+
+def log_axis(rows: pd.DataFrame) -> dict:
+    """A log y axis whose ticks are plain numbers at 1, 2, 5 x 10^k over the rows' values,
+    intervals and matching band (Plotly's own log ticks label 2..9 without their magnitude)."""
+    values = pd.concat([rows["value"], rows["ci_low"], rows["ci_high"],
+                        rows.loc[rows["method"] == "dense", "value"] * (1 + MATCH_TOLERANCE)])
+    values = values[values > 0].dropna()
+    ticks = log_ticks(values.min(), values.max()) if len(values) else []
+    if not ticks:  # less than a decade with no two round numbers in it: plain labels
+        return dict(type="log", tickformat=",.4~r")  # e.g. 49,200 and 31.5, never 4.92e+4
+    return dict(type="log", tickvals=ticks, ticktext=[_tick_text(v) for v in ticks])
+
+
+def _band_text(lower_is_better: bool) -> str:
+    """What the matching band means for a metric of this direction."""
+    tol = MATCH_TOLERANCE
+    return (f"matching band: ≤ {1 + tol:.0%} of dense" if lower_is_better else
+            f"matching band: ≥ {1 - tol:.0%} of dense")
+
+
 def _dense_guides(fig: go.Figure, dense: float, prefix: str, lower_is_better: bool,
                   span: tuple[float, float]) -> None:
     """Dense line and matching band as traces (data coordinates on linear and log axes)."""
     tol = MATCH_TOLERANCE
     lo, hi = (dense, dense * (1 + tol)) if lower_is_better else (dense * (1 - tol), dense)
-    text = f"≤{1 + tol:.0%}" if lower_is_better else f"≥{1 - tol:.0%}"
     x = [span[0], span[1], span[1], span[0]]
     fig.add_trace(go.Scatter(x=x, y=[lo, lo, hi, hi], fill="toself", mode="none",
                              fillcolor="rgba(0,128,0,0.15)", hoverinfo="skip",
-                             name=f"{prefix}matching band ({text} of dense)"))
+                             name=f"{prefix}{_band_text(lower_is_better)}"))
     fig.add_trace(go.Scatter(x=list(span), y=[dense, dense], mode="lines",
                              line=dict(dash="dash", color="gray"),
                              name=f"{prefix}dense {dense:.3f}", hoverinfo="skip"))
@@ -148,17 +185,20 @@ def small_multiples(frame: pd.DataFrame, panels: list[tuple[str, str]], x: str =
             f = accuracy_figure(frame, metric, model=model, x=x, task_label=task_label)
         except ValueError:
             continue
-        figs.append((f"{task_label}: {metric_title(metric)}", metric, f))
+        figs.append((f"{task_label}: {metric_title(metric)}", metric, f, task_label))
     if not figs:
         raise ValueError(f"no results for any of the panels {panels}")
     rows = -(-len(figs) // cols)
-    grid = make_subplots(rows=rows, cols=min(cols, len(figs)), subplot_titles=[_text(t) for t, _, _ in figs],
+    grid = make_subplots(rows=rows, cols=min(cols, len(figs)), subplot_titles=[_text(t) for t, *_ in figs],
                          horizontal_spacing=0.08, vertical_spacing=0.12 if rows > 1 else 0.2)
     palette, colours, seen = plotly.colors.qualitative.Plotly, {}, set()
-    for k, (_, metric, f) in enumerate(figs):
+    for k, (_, metric, f, _) in enumerate(figs):
         r, c = k // cols + 1, k % cols + 1
         for tr in f.data:
-            guide = tr.name.startswith(("dense", "matching band")) or SIGNIFICANT in tr.name
+            if "matching band" in tr.name:  # one band per panel, named where it is drawn
+                _label_band(grid, tr, r, c, k, figs[k][3], lower_is_better(metric), x)
+                continue
+            guide = tr.name.startswith("dense") or SIGNIFICANT in tr.name
             key = "dense" if tr.name.startswith("dense") else tr.name
             if not guide:
                 colour = colours.setdefault(key, palette[len(colours) % len(palette)])
@@ -170,10 +210,29 @@ def small_multiples(frame: pd.DataFrame, panels: list[tuple[str, str]], x: str =
             grid.add_trace(tr, row=r, col=c)
         grid.update_xaxes(tickformat=".0%", row=r, col=c)
         if lower_is_better(metric):
-            grid.update_yaxes(type="log", row=r, col=c)
+            grid.update_yaxes(**log_axis(select(frame, metric, model=model, task_label=figs[k][3])),
+                              row=r, col=c)
         else:
             grid.update_yaxes(rangemode="tozero", row=r, col=c)
     grid.update_layout(title=_text(title or f"every task against {X_AXES[x]['title'].split(' (')[0]}"),
                        template="plotly_white", height=330 * rows + 120,
                        legend=dict(orientation="h", y=-0.08))
     return grid
+
+
+
+def _label_band(grid: go.Figure, band: go.Scatter, row: int, col: int, panel: int, task_label: str,
+                lower_is_better: bool, x: str) -> None:
+    """A panel's matching band in a legend of its own, in the panel's emptier top corner (where
+    the curves are not: right for scores against sparsity, left for perplexity), named by
+    what it means there; the shared legend keeps the methods."""
+    name = f"legend{panel + 2}"
+    ref = grid.get_subplot(row, col)
+    right = lower_is_better != (x == "sparsity")
+    xd, yd = ref.xaxis.domain, ref.yaxis.domain
+    text = _band_text(lower_is_better).replace(": ", f": {_text(task_label)} ", 1)
+    grid.add_trace(band.update(name=text, legend=name,
+                               showlegend=True, legendgroup=None), row=row, col=col)
+    grid.update_layout({name: dict(x=xd[1] - 0.005 if right else xd[0] + 0.005, y=yd[1],
+                                   xanchor="right" if right else "left", yanchor="top",
+                                   bgcolor="rgba(255,255,255,0.7)", font=dict(size=10))})

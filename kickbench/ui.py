@@ -70,7 +70,7 @@ class Workbench:
             placeholder = "pick one of the offered models"
         self.model = w.Combobox(value=model, options=options, ensure_option=allowed is not None,
                                 description="model", placeholder=placeholder,
-                                layout=w.Layout(width="360px"))
+                                layout=w.Layout(width="760px"))  # a typed hub id or path reads back whole
         self.family = w.ToggleButtons(options=list(registry.FAMILIES), value="pruning",
                                       description="family")
         self.method = w.Dropdown(options=registry.names("pruning"), value="wanda", description="method")
@@ -103,7 +103,8 @@ class Workbench:
         self.cancel_button.on_click(lambda _: self.cancel())
         self._on_method()
         self.widget = w.VBox([
-            w.HBox([w.VBox([self.model, self.family, self.method, self.pattern, self.sparsity,
+            self.model,  # a row of its own, as wide as both columns below
+            w.HBox([w.VBox([self.family, self.method, self.pattern, self.sparsity,
                             self.layerwise, self.bits, self.group_size, self.fixed], layout=w.Layout(width="440px")),
                     w.VBox([self.tasks, self.limit, w.HBox([self.run_button, self.cancel_button]),
                             self.progress, self.status])]),

@@ -107,8 +107,16 @@ def drive(page) -> str:
     assert "error:" not in out.inner_text(), out.inner_text()
     legend = out.locator(".legendtext", has_text="magnitude unstructured")
     legend.first.wait_for(timeout=30_000)
+    # the model box reads back a long typed hub id whole (the screenshot shows it)
+    model = control("model").locator("input")
+    model.fill(LONG_MODEL)
+    scroll, client = model.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert scroll <= client, f"the model box cuts {LONG_MODEL!r} off ({scroll} > {client} px)"
     text = page.inner_text("body")
     return text
+
+
+LONG_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct-wanda-50pct-unstructured-calibrated-c4"
 
 
 def test_app_serves_the_workbench_with_voila(tmp_path):
