@@ -145,7 +145,7 @@ def _add_layerwise_and_options(p: argparse.ArgumentParser) -> None:
                            default=None, help=f"{opt.help} (default: {opt.default})")
         else:
             p.add_argument(flag, dest=f"opt_{opt.name}", type=type(opt.default), default=None,
-                           help=f"{opt.help} (default: {opt.default})")
+                           metavar=opt.name.upper(), help=f"{opt.help} (default: {opt.default})")
 
 
 def _options(args) -> dict:
