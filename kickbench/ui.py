@@ -208,7 +208,7 @@ class Workbench:
                 if part:
                     self._add(sweep.execute(part, self.store, settings, self.session))
             self._say(f"done: {html.escape(plan[-1].spec.label)}, {len(plan)} runs "
-                      f"(results store: {html.escape(str(self.store.path))})")
+                      f"(results store: {html.escape(self.store.path.name)})")
         except sweep.Cancelled:
             self._say("cancelled; finished batches are stored and resume on the next Run")
         except Exception as e:  # noqa: BLE001 - any failure must reach the panel, not the log
