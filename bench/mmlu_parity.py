@@ -1,15 +1,18 @@
 """MMLU letter and cloze scoring: kickbench next to lm-eval on the same items and prompts.
 
-    .venv/bin/python bench/mmlu_parity.py [--n 1000 --shots 0,5 --batch-size 16]
+    .venv/bin/python bench/mmlu_parity.py [--n 1000 --shots 0,5 --batch-size 16 --dtypes float32,bfloat16]
 
 Needs lm-eval in the main venv (`make peers`). Both score the same in-memory model at the
 same dtype and batch size on the same prompts: kickbench's own (Hendrycks letter format and
 the question/answer cloze format, shots dropped to fit), handed to lm-eval through a task
 YAML over a JSONL this script writes. Prints accuracy of both (and how many items' predictions
 differ), items per second (lm-eval: its loglikelihood calls only, not task setup; ours with
-prompt building), and scored tokens per second against the floor set by this
-machine's measured matmul rate (baseline measured in the same run); for cloze also the two
-ways to score multi-token options, KV-cache reuse (default) vs context + option rows.
+prompt building), and the fraction of this run's matmul floor: the GEMM rate measured here
+(per dtype, at a transformer-layer shape) against the matmul FLOPs of the tokens that matter
+(each shared preamble once, every request's remaining context tokens, continuation tokens
+but the last, the LM head only where a log-probability is read, the attention pairs); for
+cloze also the two ways to score multi-token options, KV-cache reuse (default) vs context +
+option rows.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 
 from common import SHARED
 
-from kickbench import models
+from kickbench import engine, models
 from kickbench.engine import encode_choice, loglikelihood
 from kickbench.tasks import mmlu
 
@@ -111,57 +114,63 @@ def main():
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--shots", default="0,5")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--concat", action="store_true",
                     help="also time cloze scoring as context + option rows (no KV-cache reuse)")
     args = ap.parse_args()
-    lm = models.load(args.model)
     items = mmlu.load(args.data)[: args.n]
-    gf = {str(d).split(".")[-1]: matmul_gflops(d) for d in (torch.float32, torch.bfloat16)}
-    print(f"{args.model} {lm.dtype}, {torch.get_num_threads()} threads, batch {args.batch_size}; "
-          f"{len(items)} MMLU test items over {len({i['subject'] for i in items})} subjects; "
-          f"matmul floor: fp32 {gf['float32']:.0f} GFLOP/s, bf16 {gf['bfloat16']:.0f} GFLOP/s")
-    print(f"{'setting':16} {'ours acc':>8} {'lm-eval':>8} {'diff pts':>8} {'pred. differ':>12} "
-          f"{'ours it/s':>9} {'lm-eval it/s':>12} {'speed-up':>8} {'ours tok/s':>10} {'of fp32 floor':>13}")
+    print(f"{args.model}, {torch.get_num_threads()} threads, batch {args.batch_size}; {len(items)} "
+          f"MMLU test items over {len({i['subject'] for i in items})} subjects")
+    print(f"{'setting':16} {'dtype':5} {'ours acc':>8} {'lm-eval':>8} {'diff pts':>8} "
+          f"{'pred. differ':>12} {'ours it/s':>9} {'lm-eval it/s':>12} {'speed-up':>8} "
+          f"{'ours tok/s':>10} {'of floor':>8}")
     with tempfile.TemporaryDirectory() as tmp:
-        for template in (f"{s}-shot" for s in args.shots.split(",")):
-            if template not in mmlu.TEMPLATES:
-                raise SystemExit(f"--shots takes 0 and/or 5, got {template}")
-            t0 = time.perf_counter()
-            reqs = [mmlu.requests(it, template, lm.tokenizer) for it in items]
-            build = time.perf_counter() - t0
-            rows = [{"letter": r["letter"].context, "cloze": r["cloze"].context,
-                     "choices": it["choices"], "answer": it["answer"]} for r, it in zip(reqs, items)]
-            for kind, choices in (("letter", '["A", "B", "C", "D"]'), ("cloze", '"{{choices}}"')):
-                mine, secs = ours(lm, [r[kind] for r in reqs], args.batch_size)
-                if kind == "cloze" and args.concat:  # the alternative: context + option rows
-                    concat, concat_secs = ours(lm, [r[kind] for r in reqs], args.batch_size, False)
-                    gap = max(abs(a - b) for m, c in zip(mine, concat)
-                              for a, b in zip(m.logprobs, c.logprobs))
-                    print(f"  cloze options after a cached context: {secs:.1f} s; as context + "
-                          f"option rows: {concat_secs:.1f} s ({concat_secs / secs:.2f}x); "
-                          f"max log-prob difference {gap:.1e}", flush=True)
-                secs += build / 2
-                res, samples, their_secs, their_total = theirs(lm, rows, kind, choices,
-                                                               args.batch_size, Path(tmp))
-                print(f"  {template} {kind}: lm-eval scoring {their_secs:.1f} s of {their_total:.1f} s "
-                      f"in simple_evaluate; ours {secs:.1f} s (+{build / 2:.1f} s building prompts)",
-                      flush=True)
-                for metric, norm in (("acc", False), ("acc_norm", True)):
-                    if kind == "letter" and norm:
-                        continue
-                    preds = [_pred(m.logprobs, it["choices"] if norm else None) for m, it in zip(mine, items)]
-                    acc = sum(p == it["answer"] for p, it in zip(preds, items)) / len(items)
-                    their_preds = [_pred([float(x[0]) for x in s["filtered_resps"]],
-                                         it["choices"] if norm else None) for s, it in zip(samples, items)]
-                    differ = sum(a != b for a, b in zip(preds, their_preds))
-                    tok = _tokens(lm, [r[kind] for r in reqs])
-                    flops = model_flops(lm.model, *tok)
-                    label = f"{template} {kind}{' norm' if norm else ''}"
-                    print(f"{label:16} {acc:8.3f} {res[metric + ',none']:8.3f} "
-                          f"{100 * (acc - res[metric + ',none']):+8.2f} {differ:12d} "
-                          f"{len(items) / secs:9.2f} {len(items) / their_secs:12.2f} "
-                          f"{their_secs / secs:7.2f}x {tok[0] / secs:10.0f} "
-                          f"{flops / secs / 1e9 / gf['float32']:13.0%}", flush=True)
+        for dtype in args.dtypes.split(","):
+            lm = models.load(args.model, dtype=dtype)
+            gemm = matmul_gflops(lm.dtype)
+            label = "fp32" if lm.dtype == torch.float32 else "bf16"
+            print(f"-- {label}: GEMM rate {gemm:.0f} GFLOP/s at 2048x576 @ 576x1536", flush=True)
+            for template in (f"{s}-shot" for s in args.shots.split(",")):
+                if template not in mmlu.TEMPLATES:
+                    raise SystemExit(f"--shots takes 0 and/or 5, got {template}")
+                setting(lm, items, template, label, gemm, args, Path(tmp))
+
+
+def setting(lm, items, template, label, gemm, args, tmp: Path):
+    t0 = time.perf_counter()
+    reqs = [mmlu.requests(it, template, lm.tokenizer) for it in items]
+    build = time.perf_counter() - t0
+    rows = [{"letter": r["letter"].context, "cloze": r["cloze"].context,
+             "choices": it["choices"], "answer": it["answer"]} for r, it in zip(reqs, items)]
+    for kind, choices in (("letter", '["A", "B", "C", "D"]'), ("cloze", '"{{choices}}"')):
+        mine, secs = ours(lm, [r[kind] for r in reqs], args.batch_size)
+        if kind == "cloze" and args.concat:  # the alternative: context + option rows
+            concat, concat_secs = ours(lm, [r[kind] for r in reqs], args.batch_size, False)
+            gap = max(abs(a - b) for m, c in zip(mine, concat)
+                      for a, b in zip(m.logprobs, c.logprobs))
+            print(f"  cloze options after a cached context: {secs:.1f} s; as context + "
+                  f"option rows: {concat_secs:.1f} s ({concat_secs / secs:.2f}x); "
+                  f"max log-prob difference {gap:.1e}", flush=True)
+        secs += build / 2
+        res, samples, their_secs, their_total = theirs(lm, rows, kind, choices, args.batch_size, tmp)
+        tok = _tokens(lm, [r[kind] for r in reqs])
+        floor = model_flops(lm.model, *tok) / (gemm * 1e9)
+        print(f"  {template} {kind} {label}: lm-eval scoring {their_secs:.1f} s of {their_total:.1f} s "
+              f"in simple_evaluate; ours {secs:.1f} s (+{build / 2:.1f} s building prompts); "
+              f"floor {floor:.1f} s", flush=True)
+        for metric, norm in (("acc", False), ("acc_norm", True)):
+            if kind == "letter" and norm:
+                continue
+            preds = [_pred(m.logprobs, it["choices"] if norm else None) for m, it in zip(mine, items)]
+            acc = sum(p == it["answer"] for p, it in zip(preds, items)) / len(items)
+            their_preds = [_pred([float(x[0]) for x in s["filtered_resps"]],
+                                 it["choices"] if norm else None) for s, it in zip(samples, items)]
+            differ = sum(a != b for a, b in zip(preds, their_preds))
+            name = f"{template} {kind}{' norm' if norm else ''}"
+            print(f"{name:16} {label:5} {acc:8.3f} {res[metric + ',none']:8.3f} "
+                  f"{100 * (acc - res[metric + ',none']):+8.2f} {differ:12d} "
+                  f"{len(items) / secs:9.2f} {len(items) / their_secs:12.2f} "
+                  f"{their_secs / secs:7.2f}x {tok[0] / secs:10.0f} {floor / secs:8.0%}", flush=True)
 
 
 def _pred(logprobs, choices=None) -> int:
@@ -170,19 +179,26 @@ def _pred(logprobs, choices=None) -> int:
 
 
 def _tokens(lm, reqs) -> tuple[int, int, int]:
-    """(tokens through the model, rows of logits, attended pairs) of our scoring: each context
-    once with its last logits, multi-token continuations after it with all their logits."""
+    """(tokens that must go through the model, rows of logits, attended pairs): each run's
+    shared preamble once (as engine._runs groups them), then each context's remaining tokens
+    with its last logits, and multi-token continuations after it with the logits they need."""
+    encoded = [encode_choice(lm.tokenizer, r) for r in reqs]
+    ctxs = [e[0] for e in encoded]
+    order = sorted(range(len(ctxs)), key=lambda i: (ctxs[i][:engine.PREFIX_KEY], -len(ctxs[i])))
     tokens = rows = pairs = 0
-    for r in reqs:
-        ctx, conts = encode_choice(lm.tokenizer, r)
-        tokens += len(ctx)
-        rows += 1
-        pairs += len(ctx) * (len(ctx) + 1) // 2
-        for c in conts:
-            if len(c) > 1:
-                tokens += len(c) - 1
-                rows += len(c) - 1
-                pairs += sum(len(ctx) + k for k in range(1, len(c)))
+    for run in engine._runs(order, ctxs):
+        n = engine.shared_prefix_len([ctxs[i] for i in run]) if engine.prefix_sharing_safe(lm.model) else 0
+        tokens, pairs = tokens + n, pairs + n * (n + 1) // 2
+        for i in run:
+            ctx, conts = encoded[i]
+            tokens += len(ctx) - n
+            rows += 1
+            pairs += sum(range(n + 1, len(ctx) + 1))
+            for c in conts:
+                if len(c) > 1:
+                    tokens += len(c) - 1
+                    rows += len(c) - 1
+                    pairs += sum(len(ctx) + k for k in range(1, len(c)))
     return tokens, rows, pairs
 
 

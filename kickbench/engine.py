@@ -1,14 +1,25 @@
-"""Every forward pass of evaluation: batched, length-sorted greedy generation with stop strings."""
+"""Every forward pass of evaluation: generation, log-likelihood with shared contexts, rolling NLL.
+
+Generation is a plain loop over a transformers model and its DynamicCache (no `generate`, no
+logits processors or stopping-criteria objects): prompts are sorted by length, a preamble that
+every prompt shares is encoded once, each batch is prefilled in length buckets that keep padding
+small, then each step feeds one token per row; a row that has finished (EOS, a stop string in
+its newly decoded tail, max_new_tokens) leaves the batch and its KV cache. Greedy answers equal
+`model.generate`'s (tested on every tiny family). On CUDA, batch_size="auto" starts large and
+halves on out-of-memory errors, retrying the batch.
+"""
 
 from __future__ import annotations
 
 import copy
 import itertools
 from dataclasses import asdict, dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 Prompt = str | list  # a plain string, or chat messages [{"role": ..., "content": ...}]
 
@@ -17,11 +28,11 @@ Prompt = str | list  # a plain string, or chat messages [{"role": ..., "content"
 class GenerationConfig:
     """Decoding settings; everything here except batch_size can change an answer. Greedy unless
     temperature > 0 (sampling from the seeded torch generator: reproducible for the same
-    batch size)."""
+    batch size). batch_size may be "auto" (see `AUTO_BATCH`)."""
 
     max_new_tokens: int = 32
     stop: tuple[str, ...] = ("\n",)
-    batch_size: int = 16
+    batch_size: int | str = 16
     temperature: float = 0.0
 
     def key(self) -> dict:
@@ -91,46 +102,335 @@ def _left_pad(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor
     return ids.to(device), mask.to(device)
 
 
+# ---- batches: length buckets, batch_size="auto", halving on out-of-memory ----
+
+AUTO_BATCH = {"cuda": 512}  # first batch size tried by batch_size="auto" (halved on OOM)
+AUTO_BATCH_OTHER = 64       # elsewhere (a CPU process cannot catch running out of memory)
+PAD_TOLERANCE = 0.1         # a length bucket's padding, as a share of its real tokens ...
+MIN_BUCKET_TOKENS = 256     # ... once it holds this many: tiny forwards waste the weights' reads
+
+
+def batch_limit(batch_size: int | str, device, n: int) -> int:
+    """The rows per batch to start with: batch_size, or for "auto" AUTO_BATCH (capped at n)."""
+    if batch_size == "auto":
+        return max(1, min(n, AUTO_BATCH.get(torch.device(device).type, AUTO_BATCH_OTHER)))
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    return batch_size
+
+
+def length_buckets(lengths: Sequence[int], limit: int) -> list[list[int]]:
+    """Consecutive positions of `lengths` (sorted longest first) in buckets of at most `limit`,
+    each padded to its first (longest) entry with at most PAD_TOLERANCE of padding once it
+    holds MIN_BUCKET_TOKENS."""
+    out, start = [], 0
+    while start < len(lengths):
+        end, real = start + 1, lengths[start]
+        while end < len(lengths) and end - start < limit:
+            padded = (end + 1 - start) * lengths[start]
+            if padded > MIN_BUCKET_TOKENS and padded > (1 + PAD_TOLERANCE) * (real + lengths[end]):
+                break
+            real += lengths[end]
+            end += 1
+        out.append(list(range(start, end)))
+        start = end
+    return out
+
+
+def _out_of_memory() -> type[BaseException]:
+    return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def halving(batches: Iterator[list], run: Callable[[list], object], device
+            ) -> Iterator[tuple[list, object]]:
+    """(batch, run(batch)) for each batch; a batch that runs out of (accelerator) memory is
+    split in halves and retried, and later batches are cut to the size that fitted."""
+    cap = None
+    for batch in batches:
+        todo = [batch]
+        while todo:
+            b = todo.pop(0)
+            if cap is not None and len(b) > cap:
+                todo[:0] = [b[k:k + cap] for k in range(0, len(b), cap)]
+                continue
+            try:
+                out, failed = run(b), False
+            except _out_of_memory():
+                if len(b) == 1:
+                    raise
+                out, failed = None, True
+            if failed:  # outside the except block, so the failed batch's tensors are freed
+                cap = len(b) // 2
+                if torch.device(device).type == "cuda":
+                    torch.cuda.empty_cache()
+                todo.insert(0, b)
+                continue
+            yield b, out
+
+
+# ---- the KV cache ----
+
+class _RoomyLayer(DynamicLayer):
+    """DynamicLayer that appends into spare room instead of concatenating: the stock layer
+    copies the whole cache at every decoding step. keys/values are views of the room (when
+    something else sets them, the next update moves them into new room)."""
+
+    _room = None
+
+    def _owned_room(self):
+        room, n = self._room, self.get_seq_length()
+        if room is None or not n or self.keys.data_ptr() != room[0].data_ptr() \
+                or self.keys.shape[0] != room[0].shape[0]:
+            return None
+        return room
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, t = self.get_seq_length(), key_states.shape[-2]
+        room = self._owned_room()
+        if room is None or n + t > room[0].shape[-2]:
+            size = n + t + max(64, (n + t) // 2)
+            room = tuple(s.new_empty((*s.shape[:2], size, s.shape[-1]))
+                         for s in (key_states, value_states))
+            if n:
+                room[0][:, :, :n], room[1][:, :, :n] = self.keys, self.values
+        room[0][:, :, n:n + t], room[1][:, :, n:n + t] = key_states, value_states
+        self._room = room
+        self.keys, self.values = room[0][:, :, :n + t], room[1][:, :, :n + t]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        room, n = self._owned_room(), self.get_seq_length()
+        if room is None:
+            self._room = None
+            return super().batch_select_indices(indices)
+        self._room = tuple(r[indices] for r in room)
+        self.keys, self.values = self._room[0][:, :, :n], self._room[1][:, :, :n]
+
+
+def _roomy(cache):
+    """The cache with its full-attention layers appending in place (sliding layers stay)."""
+    for layer in cache.layers:
+        if type(layer) is DynamicLayer:
+            layer.__class__ = _RoomyLayer
+    if getattr(cache, "layer_class_to_replicate", None) is DynamicLayer:
+        cache.layer_class_to_replicate = _RoomyLayer
+    return cache
+
+
+def _new_cache(model, shared, rows: int):
+    """A cache for `rows` rows: the shared prefix's cache repeated, or an empty one."""
+    if shared is None:
+        return _roomy(DynamicCache(config=model.config))
+    cache = copy.deepcopy(shared)
+    cache.batch_repeat_interleave(rows)
+    return _roomy(cache)
+
+
+def _insert_pad(t: torch.Tensor, at: int, width: int, dim: int) -> torch.Tensor:
+    """t widened to `width` along dim by zeros inserted at position `at`."""
+    gap = width - t.shape[dim]
+    if gap <= 0:
+        return t
+    zeros = t.new_zeros((*t.shape[:dim], gap, *t.shape[dim + 1:]))
+    return torch.cat([t.narrow(dim, 0, at), zeros, t.narrow(dim, at, t.shape[dim] - at)], dim)
+
+
+def _merge(parts: list[tuple[object, torch.Tensor]], n: int):
+    """One batch from (cache, attention mask) parts whose rows share the first n slots (the
+    shared prefix; 0 without one): each part is padded after them to the widest part."""
+    if len(parts) == 1:
+        return parts[0]
+    width = max(m.shape[1] for _, m in parts)
+    cache = parts[0][0]
+    for i, layer in enumerate(cache.layers):
+        if getattr(layer, "keys", None) is None:
+            continue  # a layer that holds no KV (shared-KV or attention-free layers)
+        for name in ("keys", "values"):
+            ts = [getattr(p.layers[i], name) for p, _ in parts]
+            w = max(t.shape[2] for t in ts)  # a sliding layer keeps at most its window
+            setattr(layer, name, torch.cat([_insert_pad(t, n, w, 2) for t in ts]))
+        if hasattr(layer, "cumulative_length"):
+            layer.cumulative_length = width
+    return cache, torch.cat([_insert_pad(m, n, width, 1) for _, m in parts])
+
+
+# ---- generation ----
+
+class _Stops:
+    """Stop strings checked on the decoded tail of each row: a window of tokens long enough to
+    hold any stop string (a character is at most 4 bytes, each at least a token's worth), then
+    confirmed on the row's whole text."""
+
+    def __init__(self, tokenizer, stop: Sequence[str]):
+        self.tok, self.stop = tokenizer, tuple(s for s in stop if s)
+        self.window = 4 * max((len(s) for s in self.stop), default=0) + 4
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.decode_batch = (
+            (lambda seqs: backend.decode_batch(seqs, skip_special_tokens=True)) if backend is not None
+            else (lambda seqs: [tokenizer.decode(s, skip_special_tokens=True) for s in seqs]))
+
+    def hits(self, rows: list[list[int]]) -> list[bool]:
+        if not self.stop or not rows:
+            return [False] * len(rows)
+        tails = self.decode_batch([r[-self.window:] for r in rows])
+        return [any(s in t for s in self.stop) and self._confirm(r) for r, t in zip(rows, tails)]
+
+    def _confirm(self, row: list[int]) -> bool:
+        text = self.tok.decode(row, skip_special_tokens=True)
+        return any(s in text for s in self.stop)
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    """The token ids that end a generation: the model's generation config, as generate uses."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None}
+
+
+def _pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = logits.float()
+    if temperature > 0:
+        return torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1)[:, 0]
+    return logits.argmax(-1)
+
+
+def _prefill(model, suffixes: list[list[int]], shared, n: int, pad_id: int, device):
+    """Cache, attention mask, next positions and last logits of a batch of prompt suffixes,
+    prefilled bucket by bucket (rows of similar length) and merged into one batch."""
+    parts, last, pos = [], [], []
+    for bucket in length_buckets([len(s) for s in suffixes], len(suffixes)):
+        ids, mask = _left_pad([suffixes[r] for r in bucket], pad_id, device)
+        mask = torch.cat([mask.new_ones((len(bucket), n)), mask], 1)
+        cache = _new_cache(model, shared, len(bucket))
+        p = _positions(mask)[:, n:]
+        out = model(input_ids=ids, attention_mask=mask, position_ids=p, cache=cache,
+                    use_cache=True, logits_to_keep=1)
+        parts.append((out.cache, mask))
+        last.append(out.logits[:, -1])
+        pos.append(p[:, -1:] + 1)
+    cache, mask = _merge(parts, n)
+    return cache, mask, torch.cat(pos), torch.cat(last)
+
+
+def _stream(model, prompts: list[list[int]], shared, n: int, config: GenerationConfig,
+            stops: _Stops, eos: set[int], pad_id: int, device, limit: int
+            ) -> Iterator[tuple[int, list[int]]]:
+    """Continuous batching over `prompts` (suffixes after the n shared tokens, longest
+    first): up to `limit` rows decode together, one token per row per step. A row that has
+    finished (EOS, a stop string, max_new_tokens) leaves with its KV cache at the next
+    compaction (when a quarter of the rows have finished: compacting copies the cache; until
+    then its outputs are ignored), and when a quarter of the slots are free the next prompts
+    are prefilled and join. Yields (prompt index, generated tokens) as rows finish."""
+    queue, out = list(range(len(prompts))), {}
+    cache = mask = pos = tok = None
+    rows: list[int] = []   # prompt index of each batch row
+    done: list[bool] = []  # finished, still in the batch
+
+    def record(batch_rows, tokens, flags) -> list[int]:
+        """Append each unfinished row's token; the rows that finish now."""
+        live = [j for j, f in enumerate(flags) if not f]
+        picked = tokens.tolist()
+        for j in live:
+            out[batch_rows[j]].append(picked[j])
+        hit = stops.hits([out[batch_rows[j]] for j in live])
+        ended = []
+        for j, h in zip(live, hit):
+            seq = out[batch_rows[j]]
+            if h or seq[-1] in eos or len(seq) == config.max_new_tokens:
+                flags[j] = True
+                ended.append(batch_rows[j])
+        return ended
+
+    with torch.inference_mode():
+        while True:
+            free = limit - (len(rows) - sum(done))
+            join = bool(queue) and 4 * free >= limit
+            if any(done) and (join or 4 * sum(done) >= len(rows)):  # finished rows leave
+                keep = [j for j, d in enumerate(done) if not d]
+                sel = torch.tensor(keep, dtype=torch.long, device=device)
+                if keep:
+                    cache.batch_select_indices(sel)
+                    mask, pos, tok = mask[sel], pos[sel], tok[sel]
+                else:
+                    cache = None
+                rows, done = [rows[j] for j in keep], [False] * len(keep)
+            if join:  # the next prompts are prefilled and join
+                take, queue = queue[:free], queue[free:]
+                for r in take:
+                    out[r] = []
+                part, p_mask, p_pos, logits = _prefill(model, [prompts[r] for r in take], shared,
+                                                       n, pad_id, device)
+                p_tok, p_done = _pick(logits, config.temperature), [False] * len(take)
+                for r in record(take, p_tok, p_done):
+                    yield r, out.pop(r)
+                if cache is None:
+                    cache, mask, pos, tok = part, p_mask, p_pos, p_tok
+                else:
+                    cache, mask = _merge([(cache, mask), (part, p_mask)], n)
+                    pos, tok = torch.cat([pos, p_pos]), torch.cat([tok, p_tok])
+                rows, done = rows + take, done + p_done
+            if all(done):  # nothing to feed (also: no rows)
+                if not queue:
+                    return
+                continue
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], 1)
+            logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos,
+                           cache=cache, use_cache=True).logits[:, -1]
+            pos = pos + 1
+            tok = _pick(logits, config.temperature)
+            for r in record(rows, tok, done):
+                yield r, out.pop(r)
+
+
 def iter_generate(model, tokenizer, prompts: Sequence[Prompt], config: GenerationConfig,
                   progress: bool = True, desc: str = "generate"
                   ) -> Iterator[list[tuple[int, Generation]]]:
-    """Yield [(input index, Generation)] one batch at a time, longest prompts first."""
+    """Yield [(input index, Generation)] in groups of batch_size, as rows finish (prompts are
+    taken longest first). An out-of-memory error halves the batch size and restarts the
+    prompts that have not finished (what was yielded stays)."""
     encoded = encode(tokenizer, prompts)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     device = next(model.parameters()).device
     # A few-shot preamble shared by every prompt is encoded once for the whole request set
-    # (not per batch, so results cannot depend on batching); each batch gets a copy of its
+    # (not per batch, so results cannot depend on batching); each bucket gets a copy of its
     # KV cache and its suffixes are left-padded after it.
-    n_shared = shared_prefix_len(encoded) if prefix_sharing_safe(model) else 0
-    shared = prefix_cache(model, encoded[0][:n_shared], device) if n_shared else None
-    # Stop strings are checked on decoded text, so a stop that spans tokens still stops.
-    stop_kwargs = {"stop_strings": list(config.stop), "tokenizer": tokenizer} if config.stop else {}
+    n = shared_prefix_len(encoded) if prefix_sharing_safe(model) else 0
+    shared = prefix_cache(model, encoded[0][:n], device) if n else None
+    stops, eos = _Stops(tokenizer, config.stop), _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    limit = batch_limit(config.batch_size, device, len(order))
     bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="prompt")
-    for start in range(0, len(order), config.batch_size):
-        idx = order[start:start + config.batch_size]
-        ids, mask = _left_pad([encoded[i][n_shared:] for i in idx], tokenizer.pad_token_id, device)
-        cache_kwargs = {}
-        if shared is not None:
-            prefix = torch.tensor([encoded[idx[0]][:n_shared]], device=device).expand(len(idx), -1)
-            ids, mask = torch.cat([prefix, ids], 1), torch.cat([torch.ones_like(prefix), mask], 1)
-            cache = copy.deepcopy(shared)
-            cache.batch_repeat_interleave(len(idx))
-            cache_kwargs["cache"] = cache
-        with torch.inference_mode():
-            sample = config.temperature > 0
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=sample, **cache_kwargs,
-                                 max_new_tokens=config.max_new_tokens, num_beams=1,
-                                 pad_token_id=tokenizer.pad_token_id,
-                                 temperature=config.temperature if sample else None,
-                                 top_p=None, top_k=None, **stop_kwargs)
-        new = out[:, ids.shape[1]:]
-        results = []
-        for row, i in enumerate(idx):
-            toks = [t for t in new[row].tolist() if t != tokenizer.pad_token_id]
-            text = tokenizer.decode(toks, skip_special_tokens=True)
-            results.append((i, Generation(cut_at_stop(text, config.stop), len(toks))))
-        bar.update(len(idx))
-        yield results
+    ready: list[tuple[int, Generation]] = []
+    finished: set[int] = set()  # prompts done (yielded or ready)
+    while order:
+        try:
+            for r, toks in _stream(model, [encoded[i][n:] for i in order], shared, n, config,
+                                   stops, eos, pad_id, device, limit):
+                toks = [t for t in toks if t != pad_id]
+                text = tokenizer.decode(toks, skip_special_tokens=True)
+                ready.append((order[r], Generation(cut_at_stop(text, config.stop), len(toks))))
+                finished.add(order[r])
+                if len(ready) >= limit:
+                    bar.update(len(ready))
+                    yield ready
+                    ready = []
+            failed = False
+        except _out_of_memory():
+            if limit == 1:
+                raise
+            failed = True
+        if not failed:
+            break
+        order = [i for i in order if i not in finished]  # the rest start again, half as many rows
+        limit //= 2
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if ready:
+        bar.update(len(ready))
+        yield ready
     bar.close()
 
 
@@ -151,32 +451,45 @@ def generate(model, tokenizer, prompts: Sequence[Prompt], config: GenerationConf
     return out
 
 
-def iter_window_nll(model, windows: Sequence[Sequence[int]], batch_size: int = 8,
+# ---- perplexity windows ----
+
+NLL_CHUNK = 256  # positions per log-softmax: fp32 log-probs of a whole batch would be B x T x V
+
+
+def iter_window_nll(model, windows: Sequence[Sequence[int]], batch_size: int | str = 8,
                     progress: bool = True, desc: str = "perplexity",
                     skips: Sequence[int] | None = None) -> Iterator[list[tuple[int, float, int]]]:
     """Yield [(window index, summed NLL, scored tokens)] per batch; every token but each
     window's first is scored against the window's own prefix, except the first skips[i]
     targets of window i (sliding windows score only their new tokens)."""
     device = next(model.parameters()).device
-    bar = tqdm(total=len(windows), desc=desc, disable=not progress, unit="window")
-    for start in range(0, len(windows), batch_size):
-        idx = list(range(start, min(start + batch_size, len(windows))))
+    limit = batch_limit(batch_size, device, len(windows))
+    batches = (list(range(k, min(k + limit, len(windows)))) for k in range(0, len(windows), limit))
+
+    def run(idx):
         width = max(len(windows[i]) for i in idx)
         ids = torch.zeros((len(idx), width), dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
-        scored = torch.zeros((len(idx), width - 1), dtype=torch.long)
+        scored = torch.zeros((len(idx), width - 1), dtype=torch.bool)
         for row, i in enumerate(idx):  # right padding: positions start at 0 for every window
             ids[row, :len(windows[i])] = torch.tensor(windows[i])
             mask[row, :len(windows[i])] = 1
-            scored[row, (skips[i] if skips else 0):len(windows[i]) - 1] = 1
+            scored[row, (skips[i] if skips else 0):len(windows[i]) - 1] = True
         ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-            nll = (nll * scored).sum(dim=1)
+            nll = torch.zeros(len(idx), dtype=torch.float64, device=device)
+            for s in range(0, width - 1, NLL_CHUNK):
+                e = min(s + NLL_CHUNK, width - 1)
+                part = torch.nn.functional.cross_entropy(
+                    logits[:, s:e].float().transpose(1, 2), ids[:, s + 1:e + 1], reduction="none")
+                nll += torch.where(scored[:, s:e], part, 0.0).sum(1, dtype=torch.float64)
+        return [(i, nll[row].item(), int(scored[row].sum())) for row, i in enumerate(idx)]
+
+    bar = tqdm(total=len(windows), desc=desc, disable=not progress, unit="window")
+    for idx, rows in halving(batches, run, device):
         bar.update(len(idx))
-        yield [(i, nll[row].item(), int(scored[row].sum())) for row, i in enumerate(idx)]
+        yield rows
     bar.close()
 
 
@@ -217,34 +530,48 @@ def encode_choice(tokenizer, request: Choice) -> tuple[list[int], list[list[int]
 PREFIX_KEY = 64  # tokens: requests are grouped by their first tokens, then sorted by length
 
 
-def iter_loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size: int = 16,
+def iter_loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size: int | str = 16,
                        reuse_prefix: bool = True, progress: bool = True,
                        desc: str = "loglikelihood") -> Iterator[list[tuple[int, ChoiceResult]]]:
     """Yield [(request index, ChoiceResult)] per batch.
 
     Each context runs once (left-padded, explicit positions) and only its last position's
     logits are computed: every single-token continuation is scored from that pass. Requests
-    are grouped by their opening tokens, so a batch's common prefix (a k-shot preamble) is
-    encoded once and its KV cache shared (reuse_prefix). Longer continuations then continue
-    from each context's KV cache (reuse_prefix) or, for comparison, run as whole context +
-    continuation rows."""
+    are grouped by their opening tokens; a group's common prefix (a subject's k-shot preamble)
+    is encoded once for all its batches and its KV cache shared (reuse_prefix), and batches are
+    length buckets (little padding). Longer continuations then continue from each context's KV
+    cache (reuse_prefix) or, for comparison, run as whole context + continuation rows."""
     encoded = [encode_choice(tokenizer, r) for r in requests]
-    order = sorted(range(len(encoded)),
-                   key=lambda i: (encoded[i][0][:PREFIX_KEY], -len(encoded[i][0])))
+    ctxs = [e[0] for e in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: (ctxs[i][:PREFIX_KEY], -len(ctxs[i])))
     device = next(model.parameters()).device
-    bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="request")
-    for idx in _batches(order, [e[0] for e in encoded], batch_size):
-        ctxs = [encoded[i][0] for i in idx]
+    pad_id = tokenizer.pad_token_id or 0
+    limit = batch_limit(batch_size, device, len(order))
+    safe = reuse_prefix and prefix_sharing_safe(model)
+    group_of = {i: run for run in _runs(order, ctxs) for i in run}
+    held: dict = {}  # the last prefix encoded: its requests, length and KV cache
+
+    def prefix_for(idx):
+        """The common prefix of idx's run (a k-shot preamble), encoded once for all its batches."""
+        members = group_of[idx[0]]
+        if held.get("members") is not members:
+            n = shared_prefix_len([ctxs[i] for i in members]) if safe else 0
+            held.update(members=members, n=n,
+                        cache=prefix_cache(model, ctxs[members[0]][:n], device) if n else None)
+        return held["n"], held["cache"]
+
+    def run(idx):
         conts = [encoded[i][1] for i in idx]
         long = any(len(c) > 1 for cs in conts for c in cs)
-        last, cache, mask = _score_contexts(model, ctxs, tokenizer.pad_token_id or 0, device,
-                                            share=reuse_prefix, keep_cache=long and reuse_prefix)
+        n, shared = prefix_for(idx)
+        last, cache, mask = _score_contexts(model, [ctxs[i] for i in idx], pad_id, device,
+                                            n, shared, keep_cache=long and reuse_prefix)
         first = [[(last[r, c[0]].item(), bool(last[r].argmax() == c[0])) for c in cs]
                  for r, cs in enumerate(conts)]
         rest = {}
         if long:
             rest = (_continue_from_cache(model, cache, mask, conts, device)
-                    if reuse_prefix else _concatenated(model, ctxs, conts, device))
+                    if reuse_prefix else _concatenated(model, [ctxs[i] for i in idx], conts, device))
         results = []
         for r, i in enumerate(idx):
             lp, greedy = [], []
@@ -255,33 +582,49 @@ def iter_loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size:
                 greedy.append(g0 and g1)
             results.append((i, ChoiceResult(tuple(lp), tuple(len(c) for c in conts[r]),
                                             tuple(greedy), tokenizer.decode([int(last[r].argmax())]))))
+        return results
+
+    bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="request")
+    for idx, results in halving(_batches(order, ctxs, limit), run, device):
         bar.update(len(idx))
         yield results
     bar.close()
 
 
-def _batches(order: list[int], ctxs: list[list[int]], batch_size: int) -> Iterator[list[int]]:
-    """Batches of up to batch_size. Requests whose first PREFIX_KEY tokens agree (one
-    subject's k-shot preamble; `order` sorts them together) are batched only with each other,
-    so the preamble is encoded once per batch; the rest are pooled, longest first."""
-    pool = []
+def _runs(order: list[int], ctxs: list[list[int]]) -> list[list[int]]:
+    """Runs of `order` whose first PREFIX_KEY tokens agree (one subject's k-shot preamble),
+    then a pool of all the others, longest first."""
+    runs, pool = [], []
     for _, run in itertools.groupby(order, key=lambda i: tuple(ctxs[i][:PREFIX_KEY])):
         run = list(run)
         if len(run) == 1:
             pool += run
         else:
-            yield from (run[k:k + batch_size] for k in range(0, len(run), batch_size))
+            runs.append(run)
     pool.sort(key=lambda i: -len(ctxs[i]))
-    yield from (pool[k:k + batch_size] for k in range(0, len(pool), batch_size))
+    return runs + ([pool] if pool else [])
 
 
-def _score_contexts(model, ctxs, pad_id, device, share: bool, keep_cache: bool):
+def _batches(order: list[int], ctxs: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+    """Length buckets of up to batch_size within each of `_runs`: requests whose first
+    PREFIX_KEY tokens agree (`order` sorts them together, longest first) are batched only with
+    each other, so their preamble is encoded once; the rest are pooled, longest first."""
+    for run in _runs(order, ctxs):
+        yield from _bucketed(run, ctxs, batch_size)
+
+
+def _bucketed(run: list[int], ctxs: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+    """Length buckets of a run sorted longest first, by the lengths after its common prefix."""
+    n = shared_prefix_len([ctxs[i] for i in run])
+    for bucket in length_buckets([len(ctxs[i]) - n for i in run], batch_size):
+        yield [run[k] for k in bucket]
+
+
+def _score_contexts(model, ctxs, pad_id, device, n: int, shared, keep_cache: bool):
     """Last-position log-probs of each context ([B, vocab]), its KV cache (if kept) and the
-    attention mask the cache goes with. A common prefix of the batch runs once (share)."""
-    n = shared_prefix_len(ctxs) if share and prefix_sharing_safe(model) else 0
-    cache = prefix_cache(model, ctxs[0][:n], device) if n else None
-    if cache is not None:
-        cache.batch_repeat_interleave(len(ctxs))
+    attention mask the cache goes with. The first n tokens, common to all, are in `shared`
+    (the KV cache of a prefix encoded once) unless n is 0."""
+    cache = _new_cache(model, shared, len(ctxs)) if n else None
     ids, smask = _left_pad([c[n:] for c in ctxs], pad_id, device)
     mask = torch.cat([torch.ones((len(ctxs), n), dtype=smask.dtype, device=device), smask], 1)
     with torch.inference_mode():
@@ -352,7 +695,7 @@ def _concatenated(model, ctxs, conts, device) -> dict:
     return {row: (s, g) for row, s, g in zip(rows, sums, greedy)}
 
 
-def loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size: int = 16,
+def loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size: int | str = 16,
                   reuse_prefix: bool = True, progress: bool = True) -> list[ChoiceResult]:
     """ChoiceResults for all requests, in input order."""
     out: list[ChoiceResult | None] = [None] * len(requests)

@@ -107,3 +107,42 @@ def test_requests_sharing_a_long_preamble_are_batched_together():
     ctxs = [a + [1000 + i] for i in range(3)] + [b + [2000 + i] for i in range(3)] + [[5, i] for i in range(4)]
     assert list(_batches(list(range(10)), ctxs, 16)) == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
     assert list(_batches(list(range(10)), ctxs, 2)) == [[0, 1], [2], [3, 4], [5], [6, 7], [8, 9]]
+
+
+def test_a_group_preamble_runs_once_for_all_its_batches(tiny):
+    """batch_size 2 makes the group's four requests two batches: the preamble still runs once."""
+    lm = tiny("tiny-llama")
+    shapes = []
+    hook = lm.model.register_forward_pre_hook(
+        lambda m, args, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    try:
+        out = loglikelihood(lm.model, lm.tokenizer, SHARED, batch_size=2, progress=False)
+    finally:
+        hook.remove()
+    contexts = [s for s in shapes if s[1] > 1 or s[0] == 1]
+    assert sum(1 for s in shapes if s[0] == 1 and s[1] > 20) == 1  # the preamble, once
+    assert len(contexts) >= 3
+    for r, s in zip(SHARED, out):
+        sums, greedy = direct(lm, r)
+        assert s.logprobs == pytest.approx(sums, abs=2e-4) and s.greedy == tuple(greedy)
+
+
+def test_batches_are_length_buckets(monkeypatch):
+    import kickbench.engine as engine
+
+    monkeypatch.setattr(engine, "MIN_BUCKET_TOKENS", 0)
+    pre = list(range(100))
+    ctxs = [pre + [7] * k for k in (60, 58, 57, 12, 11, 10, 2)]
+    batches = list(_batches(list(range(7)), ctxs, 16))
+    assert batches == [[0, 1, 2], [3, 4, 5], [6]]  # padding is measured after the preamble
+
+
+def test_scoring_survives_out_of_memory(tiny):
+    from test_engine import OutOfMemoryAbove
+
+    lm = tiny("tiny-llama")
+    reqs = REQUESTS + SHARED
+    a = loglikelihood(OutOfMemoryAbove(lm.model, 2), lm.tokenizer, reqs, batch_size="auto", progress=False)
+    b = loglikelihood(lm.model, lm.tokenizer, reqs, batch_size=1, progress=False)
+    for x, y in zip(a, b):
+        assert x.logprobs == pytest.approx(y.logprobs, abs=2e-4) and x.greedy == y.greedy
