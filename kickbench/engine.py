@@ -256,6 +256,28 @@ def _merge(parts: list[tuple[object, torch.Tensor]], n: int):
     return cache, torch.cat([_insert_pad(m, n, width, 1) for _, m in parts])
 
 
+def _trim(cache, mask: torch.Tensor, n: int):
+    """Drop the slots after the first n that are padding for every row (rows that left held
+    them), once they are a quarter of the width: a batch that keeps taking new rows would
+    otherwise widen by one slot a step for good. The rows are left-padded after the first n
+    slots, so those slots are one run and a sliding window (n = 0) still sees the same tokens."""
+    pad = (mask[:, n:] == 0).all(0).long()
+    k = int(pad.cumprod(0).sum())
+    if 4 * k < mask.shape[1]:
+        return mask
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is None:
+            continue
+        if hasattr(layer, "cumulative_length"):  # keeps the last slots only (n is 0)
+            layer.cumulative_length -= k
+            keep = min(layer.keys.shape[2], layer.cumulative_length)
+            layer.keys, layer.values = layer.keys[:, :, -keep:], layer.values[:, :, -keep:]
+        else:
+            layer.keys, layer.values = (torch.cat([t[:, :, :n], t[:, :, n + k:]], 2)
+                                        for t in (layer.keys, layer.values))
+    return torch.cat([mask[:, :n], mask[:, n + k:]], 1)
+
+
 # ---- generation ----
 
 class _Stops:
@@ -354,6 +376,7 @@ def _stream(model, prompts: list[list[int]], shared, n: int, config: GenerationC
                 if keep:
                     cache.batch_select_indices(sel)
                     mask, pos, tok = mask[sel], pos[sel], tok[sel]
+                    mask = _trim(cache, mask, n)
                 else:
                     cache = None
                 rows, done = [rows[j] for j in keep], [False] * len(keep)
@@ -566,8 +589,13 @@ def iter_loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size:
         n, shared = prefix_for(idx)
         last, cache, mask = _score_contexts(model, [ctxs[i] for i in idx], pad_id, device,
                                             n, shared, keep_cache=long and reuse_prefix)
-        first = [[(last[r, c[0]].item(), bool(last[r].argmax() == c[0])) for c in cs]
-                 for r, cs in enumerate(conts)]
+        heads = [[c[0] for c in cs] for cs in conts]  # every continuation's first token
+        width = max(map(len, heads))
+        index = torch.tensor([h + h[:1] * (width - len(h)) for h in heads], device=last.device)
+        best = last.argmax(-1)
+        picked, hit = last.gather(1, index).tolist(), (index == best[:, None]).tolist()
+        first = [list(zip(picked[r][:len(h)], hit[r][:len(h)])) for r, h in enumerate(heads)]
+        best = best.tolist()
         rest = {}
         if long:
             rest = (_continue_from_cache(model, cache, mask, conts, device)
@@ -581,7 +609,7 @@ def iter_loglikelihood(model, tokenizer, requests: Sequence[Choice], batch_size:
                 lp.append(l0 + l1)
                 greedy.append(g0 and g1)
             results.append((i, ChoiceResult(tuple(lp), tuple(len(c) for c in conts[r]),
-                                            tuple(greedy), tokenizer.decode([int(last[r].argmax())]))))
+                                            tuple(greedy), tokenizer.decode([best[r]]))))
         return results
 
     bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="request")

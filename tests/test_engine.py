@@ -197,3 +197,22 @@ def test_generation_and_scoring_survive_out_of_memory(tiny):
     b = [r for b in engine.iter_window_nll(lm.model, wins, 1, progress=False) for r in b]
     assert [r[0] for r in a] == [r[0] for r in b] and [r[2] for r in a] == [r[2] for r in b]
     assert [r[1] for r in a] == pytest.approx([r[1] for r in b], rel=1e-5)
+
+
+def test_a_long_stream_stays_narrow(tiny):
+    """New rows keep joining a batch whose first rows have left: the slots only those held
+    are dropped, so the cache does not widen by one slot a step for good."""
+    lm = tiny("tiny-llama")
+    prompts = [f"Question {i}: {'why ' * (i % 7)}?" for i in range(40)]
+    widths = []
+    hook = lm.model.register_forward_pre_hook(
+        lambda m, a, kw: widths.append(kw["attention_mask"].shape[1]), with_kwargs=True)
+    config = GenerationConfig(max_new_tokens=16, stop=("t",), batch_size=4)  # rows end at 5-12 tokens
+    try:
+        out = generate(lm.model, lm.tokenizer, prompts, config, progress=False)
+    finally:
+        hook.remove()
+    longest = max(len(lm.tokenizer(p)["input_ids"]) for p in prompts)
+    assert len(widths) > 3 * (longest + config.max_new_tokens)  # a long stream ...
+    assert max(widths) <= 2 * (longest + config.max_new_tokens)  # ... of bounded width
+    assert [(g.text, g.new_tokens) for g in out] == reference(lm, prompts, config)
