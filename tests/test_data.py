@@ -32,7 +32,9 @@ def test_hf_freebase_qa_rows_are_adapted():
            "Parses": {"Answers": [{"AnswersMid": ["m.1"], "AnswersName": [["alpha", "a1"]]},
                                   {"AnswersMid": ["m.2"], "AnswersName": [["alpha"]]}]}}
     assert factoid.adapt(row, 0) == {"id": "FreebaseQA-eval-0", "question": "Who?",
-                                     "answers": ["alpha", "a1"]}
+                                     "answers": ["alpha", "a1"],
+                                     # the llmkick protocol's set: the first parse's first answer
+                                     "reference_answers": ["alpha", "a1"]}
 
 
 def test_bad_data_fails_clearly(tmp_path):
