@@ -106,8 +106,9 @@ def _left_pad(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor
 
 AUTO_BATCH = {"cuda": 512}  # first batch size tried by batch_size="auto" (halved on OOM)
 AUTO_BATCH_OTHER = 64       # elsewhere (a CPU process cannot catch running out of memory)
-PAD_TOLERANCE = 0.1         # a length bucket's padding, as a share of its real tokens ...
-MIN_BUCKET_TOKENS = 256     # ... once it holds this many: tiny forwards waste the weights' reads
+PAD_TOLERANCE = 0.1   # a length bucket may pad this share of its real tokens, or ...
+PAD_ALLOWANCE = 64    # ... this many tokens: about what one more forward costs (it reads every weight)
+PREFILL_TOKENS = 4096  # prompt tokens prefilled together ahead of the rows they will replace
 
 
 def batch_limit(batch_size: int | str, device, n: int) -> int:
@@ -121,14 +122,14 @@ def batch_limit(batch_size: int | str, device, n: int) -> int:
 
 def length_buckets(lengths: Sequence[int], limit: int) -> list[list[int]]:
     """Consecutive positions of `lengths` (sorted longest first) in buckets of at most `limit`,
-    each padded to its first (longest) entry with at most PAD_TOLERANCE of padding once it
-    holds MIN_BUCKET_TOKENS."""
+    each padded to its first (longest) entry with at most PAD_TOLERANCE of its real tokens or
+    PAD_ALLOWANCE tokens of padding."""
     out, start = [], 0
     while start < len(lengths):
         end, real = start + 1, lengths[start]
         while end < len(lengths) and end - start < limit:
-            padded = (end + 1 - start) * lengths[start]
-            if padded > MIN_BUCKET_TOKENS and padded > (1 + PAD_TOLERANCE) * (real + lengths[end]):
+            waste = (end + 1 - start) * lengths[start] - real - lengths[end]
+            if waste > max(PAD_ALLOWANCE, PAD_TOLERANCE * (real + lengths[end])):
                 break
             real += lengths[end]
             end += 1
@@ -256,6 +257,38 @@ def _merge(parts: list[tuple[object, torch.Tensor]], n: int):
     return cache, torch.cat([_insert_pad(m, n, width, 1) for _, m in parts])
 
 
+def _widen(cache, mask: torch.Tensor, n: int, width: int) -> torch.Tensor:
+    """The batch widened to `width` slots by padding inserted after the first n."""
+    gap = width - mask.shape[1]
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is None or gap <= 0:
+            continue
+        w = layer.keys.shape[2] + gap
+        if hasattr(layer, "cumulative_length"):  # a sliding layer keeps at most its window
+            w = min(w, max(layer.keys.shape[2], layer.sliding_window - 1))
+            layer.cumulative_length += gap
+        layer.keys, layer.values = (_insert_pad(t, n, w, 2) for t in (layer.keys, layer.values))
+    return _insert_pad(mask, n, width, 1)
+
+
+def _place(cache, mask: torch.Tensor, slots: list[int], part, p_mask: torch.Tensor, n: int):
+    """New rows (their prefilled cache `part` and mask) written over the finished rows
+    `slots` of the batch, right-aligned (what is left of them is masked): no copy of the rest
+    of the cache. The first n slots (the shared prefix) are the same in every row."""
+    if p_mask.shape[1] > mask.shape[1]:
+        mask = _widen(cache, mask, n, p_mask.shape[1])
+    sel = torch.tensor(slots, dtype=torch.long, device=mask.device)
+    for layer, new in zip(cache.layers, part.layers):
+        if getattr(layer, "keys", None) is None:
+            continue
+        for name in ("keys", "values"):
+            dst, src = getattr(layer, name), getattr(new, name)
+            m = min(src.shape[2], dst.shape[2]) - n  # a sliding layer holds its window only
+            dst[sel, :, dst.shape[2] - m:] = src[:, :, src.shape[2] - m:]
+    mask[sel] = _insert_pad(p_mask, n, mask.shape[1], 1)
+    return mask
+
+
 def _trim(cache, mask: torch.Tensor, n: int):
     """Drop the slots after the first n that are padding for every row (rows that left held
     them), once they are a quarter of the width: a batch that keeps taking new rows would
@@ -319,92 +352,137 @@ def _pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits.argmax(-1)
 
 
-def _prefill(model, suffixes: list[list[int]], shared, n: int, pad_id: int, device):
-    """Cache, attention mask, next positions and last logits of a batch of prompt suffixes,
-    prefilled bucket by bucket (rows of similar length) and merged into one batch."""
-    parts, last, pos = [], [], []
-    for bucket in length_buckets([len(s) for s in suffixes], len(suffixes)):
-        ids, mask = _left_pad([suffixes[r] for r in bucket], pad_id, device)
-        mask = torch.cat([mask.new_ones((len(bucket), n)), mask], 1)
-        cache = _new_cache(model, shared, len(bucket))
-        p = _positions(mask)[:, n:]
-        out = model(input_ids=ids, attention_mask=mask, position_ids=p, cache=cache,
-                    use_cache=True, logits_to_keep=1)
-        parts.append((out.cache, mask))
-        last.append(out.logits[:, -1])
-        pos.append(p[:, -1:] + 1)
-    cache, mask = _merge(parts, n)
-    return cache, mask, torch.cat(pos), torch.cat(last)
+@dataclass
+class _Rows:
+    """Rows being generated: their KV cache, attention mask, next positions, the token each
+    feeds next, its prompt index, and whether it has finished."""
+
+    cache: object
+    mask: torch.Tensor
+    pos: torch.Tensor
+    tok: torch.Tensor
+    rows: list[int]
+    done: list[bool]
+
+    def select(self, keep: list[int]) -> None:
+        sel = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        self.cache.batch_select_indices(sel)
+        self.mask, self.pos, self.tok = self.mask[sel], self.pos[sel], self.tok[sel]
+        self.rows, self.done = [self.rows[j] for j in keep], [self.done[j] for j in keep]
+
+    def split(self, m: int) -> "_Rows":
+        """The first m rows, taken off these (views: prefilled rows are only read)."""
+        cache = copy.copy(self.cache)
+        cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+        for head, rest in zip(cache.layers, self.cache.layers):
+            if getattr(rest, "keys", None) is not None:
+                head.keys, head.values = rest.keys[:m], rest.values[:m]
+                rest.keys, rest.values = rest.keys[m:], rest.values[m:]
+        head = _Rows(cache, self.mask[:m], self.pos[:m], self.tok[:m], self.rows[:m], self.done[:m])
+        self.mask, self.pos, self.tok = self.mask[m:], self.pos[m:], self.tok[m:]
+        self.rows, self.done = self.rows[m:], self.done[m:]
+        return head
 
 
 def _stream(model, prompts: list[list[int]], shared, n: int, config: GenerationConfig,
             stops: _Stops, eos: set[int], pad_id: int, device, limit: int
             ) -> Iterator[tuple[int, list[int]]]:
     """Continuous batching over `prompts` (suffixes after the n shared tokens, longest
-    first): up to `limit` rows decode together, one token per row per step. A row that has
-    finished (EOS, a stop string, max_new_tokens) leaves with its KV cache at the next
-    compaction (when a quarter of the rows have finished: compacting copies the cache; until
-    then its outputs are ignored), and when a quarter of the slots are free the next prompts
-    are prefilled and join. Yields (prompt index, generated tokens) as rows finish."""
+    first): up to `limit` rows decode together, one token per row per step. Prompts are
+    prefilled ahead, about PREFILL_TOKENS at a time in length buckets; a row that finishes
+    (EOS, a stop string, max_new_tokens) stops being read and a prefilled row takes its place
+    in the KV cache. With no prompts left, finished rows leave once they are a quarter of the
+    batch (compacting copies the cache). Yields (prompt index, generated tokens) as rows
+    finish."""
     queue, out = list(range(len(prompts))), {}
-    cache = mask = pos = tok = None
-    rows: list[int] = []   # prompt index of each batch row
-    done: list[bool] = []  # finished, still in the batch
+    ready: list[_Rows] = []  # prefilled rows waiting for a place
+    batch: _Rows | None = None
 
-    def record(batch_rows, tokens, flags) -> list[int]:
-        """Append each unfinished row's token; the rows that finish now."""
-        live = [j for j, f in enumerate(flags) if not f]
-        picked = tokens.tolist()
+    def record(part: _Rows) -> list[int]:
+        """Append each unfinished row's token; the prompts that finish now."""
+        live = [j for j, f in enumerate(part.done) if not f]
+        picked = part.tok.tolist()
         for j in live:
-            out[batch_rows[j]].append(picked[j])
-        hit = stops.hits([out[batch_rows[j]] for j in live])
+            out[part.rows[j]].append(picked[j])
+        hit = stops.hits([out[part.rows[j]] for j in live])
         ended = []
         for j, h in zip(live, hit):
-            seq = out[batch_rows[j]]
+            seq = out[part.rows[j]]
             if h or seq[-1] in eos or len(seq) == config.max_new_tokens:
-                flags[j] = True
-                ended.append(batch_rows[j])
+                part.done[j] = True
+                ended.append(part.rows[j])
         return ended
+
+    def prefill(k: int) -> Iterator[tuple[int, list[int]]]:
+        """Prefill at least k waiting prompts (more, up to PREFILL_TOKENS tokens) into `ready`."""
+        take, tokens = [], 0
+        while queue and (len(take) < k or tokens + len(prompts[queue[0]]) <= PREFILL_TOKENS):
+            tokens += len(prompts[queue[0]])
+            take.append(queue.pop(0))
+        for bucket in length_buckets([len(prompts[r]) for r in take], limit):
+            rows = [take[b] for b in bucket]
+            ids, mask = _left_pad([prompts[r] for r in rows], pad_id, device)
+            mask = torch.cat([mask.new_ones((len(rows), n)), mask], 1)
+            pos = _positions(mask)[:, n:]
+            res = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                        cache=_new_cache(model, shared, len(rows)), use_cache=True, logits_to_keep=1)
+            part = _Rows(res.cache, mask, pos[:, -1:] + 1,
+                         _pick(res.logits[:, -1], config.temperature), rows, [False] * len(rows))
+            for r in rows:
+                out[r] = []
+            for r in record(part):
+                yield r, out.pop(r)
+            if not all(part.done):
+                part.select([j for j, d in enumerate(part.done) if not d])
+                ready.append(part)
+
+    def waiting() -> int:
+        return sum(len(p.rows) for p in ready)
+
+    def take_ready(m: int) -> list[_Rows]:
+        parts = []
+        while m and ready:
+            parts.append(ready[0].split(m) if len(ready[0].rows) > m else ready.pop(0))
+            m -= len(parts[-1].rows)
+        return parts
 
     with torch.inference_mode():
         while True:
-            free = limit - (len(rows) - sum(done))
-            join = bool(queue) and 4 * free >= limit
-            if any(done) and (join or 4 * sum(done) >= len(rows)):  # finished rows leave
-                keep = [j for j, d in enumerate(done) if not d]
-                sel = torch.tensor(keep, dtype=torch.long, device=device)
-                if keep:
-                    cache.batch_select_indices(sel)
-                    mask, pos, tok = mask[sel], pos[sel], tok[sel]
-                    mask = _trim(cache, mask, n)
+            slots = [j for j, d in enumerate(batch.done) if d] if batch else []
+            want = len(slots) if batch else limit
+            if want and waiting() < want and queue:
+                yield from prefill(want - waiting())
+            if batch is None and ready:  # the first rows, merged into one batch
+                parts = take_ready(limit)
+                cache, mask = _merge([(p.cache, p.mask) for p in parts], n)
+                batch = _Rows(cache, mask, torch.cat([p.pos for p in parts]),
+                              torch.cat([p.tok for p in parts]), sum((p.rows for p in parts), []),
+                              sum((p.done for p in parts), []))
+            elif slots and ready:  # prefilled rows take the places of finished ones
+                for part in take_ready(len(slots)):
+                    at, slots = slots[:len(part.rows)], slots[len(part.rows):]
+                    batch.mask = _place(batch.cache, batch.mask, at, part.cache, part.mask, n)
+                    sel = torch.tensor(at, dtype=torch.long, device=device)
+                    batch.pos[sel], batch.tok[sel] = part.pos, part.tok
+                    for j, r in zip(at, part.rows):
+                        batch.rows[j], batch.done[j] = r, False
+                batch.mask = _trim(batch.cache, batch.mask, n)
+            elif slots and not queue and 4 * len(slots) >= len(batch.rows):  # finished rows leave
+                if len(slots) == len(batch.rows):
+                    batch = None
                 else:
-                    cache = None
-                rows, done = [rows[j] for j in keep], [False] * len(keep)
-            if join:  # the next prompts are prefilled and join
-                take, queue = queue[:free], queue[free:]
-                for r in take:
-                    out[r] = []
-                part, p_mask, p_pos, logits = _prefill(model, [prompts[r] for r in take], shared,
-                                                       n, pad_id, device)
-                p_tok, p_done = _pick(logits, config.temperature), [False] * len(take)
-                for r in record(take, p_tok, p_done):
-                    yield r, out.pop(r)
-                if cache is None:
-                    cache, mask, pos, tok = part, p_mask, p_pos, p_tok
-                else:
-                    cache, mask = _merge([(cache, mask), (part, p_mask)], n)
-                    pos, tok = torch.cat([pos, p_pos]), torch.cat([tok, p_tok])
-                rows, done = rows + take, done + p_done
-            if all(done):  # nothing to feed (also: no rows)
-                if not queue:
+                    batch.select([j for j, d in enumerate(batch.done) if not d])
+                    batch.mask = _trim(batch.cache, batch.mask, n)
+            if batch is None or all(batch.done):
+                if not queue and not ready:
                     return
                 continue
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], 1)
-            logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos,
-                           cache=cache, use_cache=True).logits[:, -1]
-            pos = pos + 1
-            tok = _pick(logits, config.temperature)
-            for r in record(rows, tok, done):
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], 1)
+            logits = model(input_ids=batch.tok[:, None], attention_mask=batch.mask,
+                           position_ids=batch.pos, cache=batch.cache, use_cache=True).logits[:, -1]
+            batch.pos = batch.pos + 1
+            batch.tok = _pick(logits, config.temperature)
+            for r in record(batch):
                 yield r, out.pop(r)
 
 

@@ -65,9 +65,9 @@ def reference(lm, prompts, config):
 def test_greedy_answers_equal_model_generate(tiny, family, monkeypatch):
     """Every tiny family (gemma3 and mistral slide their windows over these prompts), with
     stops that end rows at different steps, a shared preamble and prefill buckets merged into
-    one batch (MIN_BUCKET_TOKENS 0: every length its own bucket)."""
+    one batch (PAD_ALLOWANCE 0: buckets of 10% padding)."""
     lm = tiny(family)
-    monkeypatch.setattr(engine, "MIN_BUCKET_TOKENS", 0)
+    monkeypatch.setattr(engine, "PAD_ALLOWANCE", 0)
     for config in (GenerationConfig(max_new_tokens=10, stop=(), batch_size=16),
                    GenerationConfig(max_new_tokens=14, stop=("e", "\n"), batch_size=5)):
         for prompts in (MIXED, [PREAMBLE + q for q in QUESTIONS[:9]]):
@@ -119,7 +119,7 @@ def test_sampling_is_reproducible_for_a_seed(tiny):
 
 
 def test_length_buckets_keep_padding_small(monkeypatch):
-    monkeypatch.setattr(engine, "MIN_BUCKET_TOKENS", 0)
+    monkeypatch.setattr(engine, "PAD_ALLOWANCE", 0)
     lengths = [100, 40, 39, 38, 37, 20, 20, 20, 20, 20, 5]
     buckets = engine.length_buckets(lengths, 4)
     assert [b for bucket in buckets for b in bucket] == list(range(len(lengths)))
@@ -216,3 +216,22 @@ def test_a_long_stream_stays_narrow(tiny):
     assert len(widths) > 3 * (longest + config.max_new_tokens)  # a long stream ...
     assert max(widths) <= 2 * (longest + config.max_new_tokens)  # ... of bounded width
     assert [(g.text, g.new_tokens) for g in out] == reference(lm, prompts, config)
+
+
+def test_rows_longer_than_the_batch_widen_it(tiny):
+    """Prompts taken shortest first (iter_generate takes the longest first): each new row is
+    wider than the batch it joins, which is padded after the shared prefix to hold it."""
+    for family in ("tiny-llama", "tiny-gemma3"):
+        lm = tiny(family)
+        prompts = sorted(MIXED, key=lambda p: len(lm.tokenizer(p)["input_ids"]))
+        config = GenerationConfig(max_new_tokens=16, stop=("t", "e"), batch_size=4)
+        encoded = engine.encode(lm.tokenizer, prompts)
+        n = engine.shared_prefix_len(encoded) if engine.prefix_sharing_safe(lm.model) else 0
+        shared = engine.prefix_cache(lm.model, encoded[0][:n], "cpu") if n else None
+        got = dict(engine._stream(lm.model, [e[n:] for e in encoded], shared, n, config,
+                                  engine._Stops(lm.tokenizer, config.stop),
+                                  engine._eos_ids(lm.model, lm.tokenizer),
+                                  lm.tokenizer.pad_token_id, torch.device("cpu"), 4))
+        texts = [(cut_at_stop(lm.tokenizer.decode(got[i], skip_special_tokens=True), config.stop),
+                  len(got[i])) for i in range(len(prompts))]
+        assert texts == reference(lm, prompts, config)

@@ -130,7 +130,7 @@ def test_a_group_preamble_runs_once_for_all_its_batches(tiny):
 def test_batches_are_length_buckets(monkeypatch):
     import kickbench.engine as engine
 
-    monkeypatch.setattr(engine, "MIN_BUCKET_TOKENS", 0)
+    monkeypatch.setattr(engine, "PAD_ALLOWANCE", 0)
     pre = list(range(100))
     ctxs = [pre + [7] * k for k in (60, 58, 57, 12, 11, 10, 2)]
     batches = list(_batches(list(range(7)), ctxs, 16))
