@@ -40,7 +40,7 @@ def test_extending_a_run_appends_provenance_and_older_samples_keep_theirs(store,
     assert both[1]["meta"]["time"] > both[0]["meta"]["time"]
     assert store.run(key)["meta"] == both[1]["meta"]  # the run shows its latest meta
     meta = both[0]["meta"]
-    assert meta["key_scheme"] == versions.KEY_SCHEME and meta["key_fields"]["versions"]["task"] == 1
+    assert meta["key_scheme"] == versions.KEY_SCHEME and meta["key_fields"]["versions"]["task"] == small_data.module.VERSION
     assert set(meta["model_fingerprints"]) == {"weights", "tokenizer", "config"}
     # nothing new to compute: no new provenance
     sweep.execute(runs, store, settings(6))

@@ -43,6 +43,13 @@ HTTP_REMOTE = ["--judge", "http://judge.example.com/v1", "--judge-model", "m",
                "--judge-key-env", "KB_UNSET_KEY"]
 
 
+@pytest.fixture(autouse=True)
+def _online_unless_a_case_says_offline(monkeypatch):
+    """CI runs with HF_HUB_OFFLINE=1; the cases that need it set it themselves (`offline`)."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def offline(mp, tmp):
     mp.setenv("HF_HUB_OFFLINE", "1")
     mp.setenv("HF_HOME", f"{tmp}/hf")  # an empty cache
