@@ -327,7 +327,7 @@ def cmd_findings(args) -> None:
     params = {"model": args.model, "large_model": args.large_model, "limit": args.limit,
               "large_limit": args.large_limit, "store_path": args.store, "device": args.device,
               "dtype": args.dtype, "batch_size": args.batch_size, "progress": False,
-              "image_formats": formats, **given}
+              "image_formats": formats, **_executor_params(args), **given}
     validate.findings({**_defaults(declared), **params})
     ipynb, html = report.render(params, out_dir=args.out, name=args.name, notebook=report.FINDINGS,
                                 verbose=args.verbose)
@@ -505,6 +505,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", default=None, metavar="NAME=VALUE",
                    help="any notebook parameter, VALUE as JSON (e.g. -p 'methods=[\"wanda\"]'), "
                         "repeatable (default: the notebook's own values)")
+    _add_executor(p)
     p.set_defaults(fn=cmd_findings)
 
     for name, text in (("lab", "open JupyterLab on the notebooks (workbench, findings, report)"),

@@ -381,9 +381,10 @@ def executor(executor: str = "local", address: str | None = None, gpus_per_unit:
             raise ValueError("--address applies to --executor ray")
         return None
     if name == "ray":
-        if gpus_per_unit < 0 or cpus_per_unit <= 0:
-            raise ValueError(f"--gpus-per-unit must be >= 0 and --cpus-per-unit > 0, got "
-                             f"{gpus_per_unit}, {cpus_per_unit}")
+        if gpus_per_unit < 0:
+            raise ValueError(f"--gpus-per-unit must be >= 0, got {gpus_per_unit}")
+        if cpus_per_unit <= 0:
+            raise ValueError(f"--cpus-per-unit must be > 0, got {cpus_per_unit}")
         return RayExecutor(address=address, gpus_per_unit=gpus_per_unit,
                            cpus_per_unit=cpus_per_unit)
     raise ValueError(f"unknown executor {name!r}: local or ray")

@@ -798,6 +798,11 @@ def findings(p: dict) -> None:
     limit(p.get("limit"), "--limit", "questions")
     limit(p.get("large_limit"), "--large-limit", "questions")
     settings_values(None, p.get("batch_size", 64), 0, p.get("device"), p.get("dtype"))
+    from .executors import executor
+
+    executor(p.get("executor") or "local", p.get("address"),
+             *(d if p.get(k) is None else p[k] for k, d in (("gpus_per_unit", 0),
+                                                           ("cpus_per_unit", 1))))
     if "ppl_windows" in p:
         count(p["ppl_windows"], "ppl_windows")
     cal = CalibrationSpec(p.get("calib_data"), p.get("nsamples", 16), p.get("seqlen", 256))

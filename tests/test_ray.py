@@ -152,3 +152,79 @@ def test_unit_whose_model_folder_is_missing_on_the_worker_fails_clearly(local_ra
     # the other unit completed: tiny-llama's dense factoid run is stored, as locally
     done = {r[0] for r in store.db.execute("SELECT key FROM scores")}
     assert done and done <= set(reference["runs"])
+
+
+# The driver process: the CLI, with the store write patched to SIGKILL the driver right after
+# the first batch is stored (os._exit would let Python tidy up; SIGKILL does not).
+DRIVER_KILLED_AFTER_FIRST_BATCH = """
+import os, sys
+from kickbench import executors
+from kickbench.cli import main
+real = executors.apply
+def apply(store, record):
+    real(store, record)
+    if record[0] == "add_samples":
+        os.kill(os.getpid(), 9)
+executors.apply = apply
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_sweep_then_same_command_redoes_no_stored_batch(local_ray, tasks,
+                                                                          reference, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "results.sqlite"
+    argv = ["eval", "--model", "tiny-llama", "--method", "magnitude", "--sparsity", "0.5",
+            "--task", "factoid", "--data", tasks[0].data, "--batch-size", "4", "--dtype",
+            "float32", "--device", "cpu", "--store", str(path), "--executor", "ray",
+            "--address", ray.get_runtime_context().gcs_address]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    killed = subprocess.run([sys.executable, "-c", DRIVER_KILLED_AFTER_FIRST_BATCH, *argv],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    with sqlite3.connect(path) as db:
+        before = db.execute("SELECT key, idx, provenance_id FROM samples").fetchall()
+    assert len(before) == 4  # one batch of one unit reached the store before the kill
+
+    again = subprocess.run([sys.executable, "-m", "kickbench.cli", *argv], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    store = Store(path)
+    got = contents(store)
+    factoid_keys = set(got["runs"])
+    assert len(factoid_keys) == 2 and factoid_keys <= set(reference["runs"])
+    assert got["samples"] == [s for s in reference["samples"] if s[0] in factoid_keys]
+    assert got["scores"] == [s for s in reference["scores"] if s[0] in factoid_keys]
+    # the stored batch kept the killed run's provenance: it was not generated again
+    key = before[0][0]
+    made_by = store.sample_provenance(key)
+    assert all(made_by[idx] == pid for _, idx, pid in before)
+    assert len(store.provenance(key)) == 2 and set(made_by.values()) == {
+        p["id"] for p in store.provenance(key)}
+
+
+def test_findings_takes_the_executor_flags(monkeypatch, tmp_path, capsys):
+    from kickbench import cli, report
+
+    assert cli.main(["findings", "--address", "auto", "--out", str(tmp_path)]) == 2
+    assert "--address applies to --executor ray" in capsys.readouterr().err
+    assert cli.main(["findings", "--executor", "ray", "--cpus-per-unit", "0",
+                     "--out", str(tmp_path)]) == 2
+    assert "--cpus-per-unit must be" in capsys.readouterr().err
+    seen = {}
+    monkeypatch.setattr(report, "render", lambda params, **kw: (seen.update(params), (
+        tmp_path / "f.ipynb", tmp_path / "f.html"))[1])
+    assert cli.main(["findings", "--executor", "ray", "--address", "auto", "--gpus-per-unit",
+                     "1", "--out", str(tmp_path)]) == 0
+    assert {k: seen[k] for k in ("executor", "address", "gpus_per_unit", "cpus_per_unit")} == {
+        "executor": "ray", "address": "auto", "gpus_per_unit": 1.0, "cpus_per_unit": 1.0}
+    import nbformat
+
+    nb = nbformat.read(report.FINDINGS, as_version=4)
+    declared = report.notebook_parameters(nb) if hasattr(report, "notebook_parameters") else None
+    source = "".join(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert all(f"\n{k} = " in source for k in ("executor", "address", "gpus_per_unit",
+                                                 "cpus_per_unit")), declared
