@@ -293,7 +293,8 @@ def report_params(args) -> dict:
             "temperature": args.temperature, "judge": args.judge, "judge_model": args.judge_model,
             "judge_key_env": args.judge_key_env, "judge_scoring": args.judge_scoring,
             "layerwise": args.layerwise, "options": _options(args),
-            "image_formats": _image_formats(args), **_executor_params(args)}
+            "image_formats": _image_formats(args), "protocol": args.protocol,
+            **_executor_params(args)}
 
 
 def cmd_report(args) -> None:
@@ -471,6 +472,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="factoid",
                    help="comma-separated: factoid, mmlu, icraqa, icsum, instruct; name:template for "
                         "another prompt (icraqa:closed, mmlu:0-shot)")
+    p.add_argument("--protocol", default="kickbench",
+                   help="kickbench (each task's own default template) or llmkick (LLM-KICK's "
+                        "reference protocol: every task under its llmkick template where it has "
+                        "one; the others keep theirs and the report says so)")
     p.add_argument("--metric", default=None,
                    help="chart this metric where a task has it (e.g. legacy_accuracy); "
                         "default: each task's headline metric")

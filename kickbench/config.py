@@ -82,7 +82,15 @@ REPORT_PARAMETERS = (
     "partial_groups", "layerwise", "options", "tasks", "data", "limit", "task_limits",
     "calib_data", "nsamples", "seqlen", "ppl_data", "ppl_windows", "ppl_window", "device",
     "dtype", "batch_size", "seed", "temperature", "judge", "judge_model", "judge_key_env",
-    "judge_scoring", "progress", "executor", "address", "gpus_per_unit", "cpus_per_unit")
+    "judge_scoring", "progress", "executor", "address", "gpus_per_unit", "cpus_per_unit",
+    "protocol")
+
+# how a report's tasks are run: each task's own default template, or LLM-KICK's reference
+# protocol (each task's `llmkick` template where it has one; issue 17)
+PROTOCOLS = {"kickbench": "kickbench's own templates (each task's default)",
+             "llmkick": "LLM-KICK's reference protocol: each task's llmkick template where it "
+                        "has one"}
+DEFAULT_PROTOCOL = "kickbench"
 
 
 @dataclass(frozen=True)
@@ -94,15 +102,58 @@ class Plan:
     settings: Any
 
 
+def check_protocol(protocol: str | None) -> str:
+    """The protocol's name (None: the default); an unknown one is refused, naming the allowed."""
+    if protocol is None:
+        return DEFAULT_PROTOCOL
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def under_protocol(entry: str, protocol: str | None) -> str:
+    """A --tasks entry as a protocol runs it: under "llmkick" a bare task name whose task has
+    an llmkick template becomes 'name:llmkick'; an explicit template is kept (it was asked
+    for), as is a task without one."""
+    from .tasks import TASKS
+
+    name, _, template = entry.partition(":")
+    module = TASKS.get(name.strip())
+    if check_protocol(protocol) == "llmkick" and not template.strip() and module is not None \
+            and "llmkick" in module.TEMPLATES:
+        return f"{name.strip()}:llmkick"
+    return entry
+
+
+def protocol_notes(tasks, protocol: str | None) -> list[str]:
+    """For a report: how each of its TaskSpecs runs under the protocol, one line each (the
+    tasks the llmkick protocol cannot reach say so, with the template they keep)."""
+    if check_protocol(protocol) != "llmkick":
+        return []
+    notes = []
+    for t in tasks:
+        if t.template_name == "llmkick":
+            notes.append(f"{t.name}: LLM-KICK's reference protocol (template llmkick)")
+        elif "llmkick" in t.module.TEMPLATES:
+            notes.append(f"{t.label}: template {t.template_name} chosen explicitly, kept "
+                         f"(kickbench's protocol, not the reference's)")
+        else:
+            notes.append(f"{t.label}: no llmkick template; runs kickbench's own "
+                         f"({t.template_name or 'default'})")
+    return notes
+
+
 def task_specs(names, data: dict | None = None, task_limits: dict | None = None,
-               temperature: float | None = None) -> list:
-    """'name' / 'name:template' entries -> TaskSpecs with their data and per-task limits."""
+               temperature: float | None = None, protocol: str | None = None) -> list:
+    """'name' / 'name:template' entries -> TaskSpecs with their data and per-task limits;
+    protocol "llmkick" puts each bare task name under its llmkick template (under_protocol)."""
     from .tasks import TASKS, TaskSpec, generation_temperature
 
     if not names:
         raise ValueError("--tasks is empty (no task given); available: " + ", ".join(TASKS)
                          + " (see `kickbench list`)")
     data, task_limits = data or {}, task_limits or {}
+    names = [under_protocol(t, protocol) for t in names]
     return [TaskSpec.parse(t, data=data.get(t.partition(":")[0]),
                            limit=task_limits.get(t.partition(":")[0]),
                            temperature=generation_temperature(t, temperature)) for t in names]
@@ -112,7 +163,9 @@ def report_plan(p: dict) -> Plan:
     """A report's parameters -> its plan: the same for `kickbench report` (which checks it
     before starting a kernel) and the notebook (which runs it). Perplexity joins the tasks
     when ppl_windows > 0. Every input is validated here (kickbench/validate.py) before any
-    model loads: settings, data files, calibration text, layer widths, judge, store."""
+    model loads: settings, data files, calibration text, layer widths, judge, store.
+    protocol (None: "kickbench"): "llmkick" runs every task under its llmkick template where
+    it has one (task_specs)."""
     from . import sweep, validate
     from .tasks import TaskSpec
 
@@ -122,6 +175,7 @@ def report_plan(p: dict) -> Plan:
     if not isinstance(p["ppl_windows"], int) or p["ppl_windows"] < 0:
         raise ValueError(f"ppl_windows must be >= 0, got {p['ppl_windows']}")
     validate.settings_values(p["limit"], p["batch_size"], p["seed"], p["device"], p["dtype"])
+    protocol = check_protocol(p["protocol"])
     for task, n in (p["task_limits"] or {}).items():
         validate.limit(n, f"task limit of {task}")
     if "store_path" in p:  # the CLI passes it; the notebook opens its store itself
@@ -130,7 +184,7 @@ def report_plan(p: dict) -> Plan:
     specs = grid(p["methods"], p["sparsities"], p["patterns"], p["bits"], p["group_size"],
                  p["symmetric"], p["partial_groups"], cal, layerwise=p["layerwise"],
                  options=p["options"])
-    tasks = task_specs(p["tasks"], p["data"], p["task_limits"], p["temperature"])
+    tasks = task_specs(p["tasks"], p["data"], p["task_limits"], p["temperature"], protocol)
     if p["ppl_windows"]:
         tasks.append(TaskSpec("perplexity", data=p["ppl_data"], limit=p["ppl_windows"],
                               window=p["ppl_window"]))

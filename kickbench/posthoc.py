@@ -9,7 +9,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import judge as J
-from . import stats
+from . import results, stats
 from .engine import Choice, loglikelihood
 from .store import Store, result_key
 from .tasks import metrics
@@ -52,7 +52,9 @@ def judge_run(store: Store, key: str, n: int, module, judge: J.Judge,
         bar.update(len(chunk))
     bar.close()
     judged = store.samples(jkey, n)
-    store.put_scores(jkey, n, {m.name: stats.aggregate(judged[m.name], how=m.aggregate)
+    groups = results.sample_units(module.NAME, judged)  # a dialogue's turns resample together
+    store.put_scores(jkey, n, {m.name: stats.aggregate(judged[m.name], how=m.aggregate,
+                                                       groups=groups)
                                for m in (*metrics.aspects(module.RUBRIC), *metrics.JUDGE)})
     return jkey
 

@@ -153,7 +153,8 @@ def configuration(params: dict) -> dict:
             "ppl_windows": p["ppl_windows"], "ppl_window": p["ppl_window"],
             "metric": p.get("metric"), "store": p.get("store_path") and Path(str(p["store_path"])).name,
             "device": p["device"], "dtype": p["dtype"], "batch_size": p["batch_size"],
-            "seed": p["seed"], "temperature": p["temperature"], "judge": p["judge"]}
+            "seed": p["seed"], "temperature": p["temperature"], "judge": p["judge"],
+            "protocol": None if p.get("protocol") in (None, "kickbench") else p["protocol"]}
     if p["judge"]:
         conf.update(judge_model=p["judge_model"], judge_key_env=p["judge_key_env"],
                     judge_scoring=p["judge_scoring"])

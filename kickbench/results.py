@@ -72,7 +72,7 @@ def breakdown(store: Store, results: pd.DataFrame, task_label: str, field: str, 
         if samples.empty or r.metric not in samples.columns:
             continue
         groups = samples.item.map(lambda it: it.get(field, "?"))
-        units = _units(r.task, samples)
+        units = sample_units(r.task, samples)
         for group, values in samples[r.metric].groupby(groups):
             values = values.astype(float).dropna()
             if values.empty:
@@ -85,7 +85,7 @@ def breakdown(store: Store, results: pd.DataFrame, task_label: str, field: str, 
     return pd.DataFrame(rows)
 
 
-def _units(task: str, samples: pd.DataFrame) -> pd.Series | None:
+def sample_units(task: str, samples: pd.DataFrame) -> pd.Series | None:
     """The resampling unit of each sample: a dialogue's conversation id (its turns resample
     together, issue 17); None: every sample is its own unit."""
     field = _unit_field(task)

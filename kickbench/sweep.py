@@ -92,7 +92,9 @@ def run_key(lm: models.LoadedModel, spec: CompressionSpec, task: TaskSpec, data_
 def _decoding(lm: models.LoadedModel, task: TaskSpec) -> dict:
     module = task.module
     if module.KIND in ("generate", "dialogue"):
-        return generation_config(task).key()
+        rule = getattr(module, "BUDGET_RULES", {}).get(task.template_name)
+        # a per-prompt length budget (runners.budget_groups) is part of how answers are made
+        return {**generation_config(task).key(), **({"budget": rule} if rule else {})}
     if module.KIND == "choice":
         return {"loglikelihood": True, "max_context": module.MAX_CONTEXT}
     return {"window": window_of(lm, task), "stride": task.stride}
@@ -205,14 +207,16 @@ def _evaluate(lm, spec, todo, store, settings, session) -> None:
 
 
 def _score(store: Store, key: str, n: int, task: TaskSpec) -> None:
-    """Aggregate every per-sample metric the task declares, each as its Metric says."""
+    """Aggregate every per-sample metric the task declares, each as its Metric says; a
+    dialogue's intervals resample whole conversations (results.units)."""
     samples = store.samples(key, n)
+    groups = results.sample_units(task.name, samples)  # a dialogue's turns resample together
     scores = {}
     for m in task.module.METRICS:
         if m.aggregate == "ppl" and task.module.KIND == "rolling":  # token-weighted NLL, then exp
             scores[m.name] = stats.aggregate(samples["nll"] / samples["tokens"], samples["tokens"], "ppl")
         elif m.name in samples.columns and m.aggregate != "ppl":
-            scores[m.name] = stats.aggregate(samples[m.name], how=m.aggregate)
+            scores[m.name] = stats.aggregate(samples[m.name], how=m.aggregate, groups=groups)
     store.put_scores(key, n, scores)
 
 

@@ -17,7 +17,7 @@ from .expected import Layout
 from .http import HTTPJudge, JudgeError, redact_url
 from .local import LocalJudge
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: dialogue intervals resample whole conversations (issue 17)
 
 
 class Judge(Protocol):

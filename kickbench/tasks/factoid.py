@@ -13,7 +13,7 @@ from ..engine import GenerationConfig, Prompt
 from . import data, metrics, text
 
 NAME = "factoid"
-VERSION = 2  # bump when a change can alter this task's numbers (kickbench/versions.py)
+VERSION = 3  # bump when a change can alter this task's numbers (kickbench/versions.py)
 KIND = "generate"
 DEFAULT_DATA = data.PROJECT_DATA / "factoid.jsonl"
 GENERATION = GenerationConfig(max_new_tokens=16, stop=("\n",))
@@ -33,13 +33,12 @@ TEMPLATES = {
     "llmkick": "Please give answer to this question: {question}\nThe answer is ",
 }
 # The reference generates up to max_length = 3 x the prompt's tokens (main_freebase.py line 121),
-# i.e. 2 x prompt tokens new, with no stop string (EOS ends it). The engine takes one
-# max_new_tokens per request set, so the llmkick mode generates LLMKICK_MAX_NEW tokens and
-# `llmkick_budget` is the reference's per-prompt number (exact once the engine takes a
-# per-prompt budget; see the README).
+# i.e. 2 x prompt tokens new (BOS included, as its tokenizer call adds it), with no stop string
+# (EOS ends it). BUDGETS gives runners that number per prompt (runners.budget_groups);
+# LLMKICK_MAX_NEW only bounds it (the reference has no bound; no FreebaseQA prompt comes near).
 LLMKICK_PREFIX = TEMPLATES["llmkick"].partition("{")[0]
 LLMKICK_LENGTH_FACTOR = 3
-LLMKICK_MAX_NEW = 64
+LLMKICK_MAX_NEW = 1024
 GENERATIONS = {"llmkick": GenerationConfig(max_new_tokens=LLMKICK_MAX_NEW, stop=())}
 DEFAULT_TEMPLATE = "fewshot"
 # headline metric per scoring mode
@@ -100,6 +99,11 @@ def fluency_context(item: dict) -> str:
 def llmkick_budget(prompt_tokens: int) -> int:
     """New tokens the reference allows a prompt of `prompt_tokens` tokens (BOS included)."""
     return (LLMKICK_LENGTH_FACTOR - 1) * prompt_tokens
+
+
+# per template: prompt tokens -> max_new_tokens of that prompt; BUDGET_RULES says it in the key
+BUDGETS = {"llmkick": llmkick_budget}
+BUDGET_RULES = {"llmkick": f"{LLMKICK_LENGTH_FACTOR - 1} x prompt tokens"}
 
 
 def reference_answers(item: dict) -> list[str]:
