@@ -4,9 +4,10 @@ workers, each into a fresh store; prints wall times and Ray's overhead, measured
 startup (ray.init), per-unit worker start (process + imports + model load, from the first record's
 arrival), and serialisation (pickled size and time of the streamed records, the snapshots).
 
-    python bench/sweep_ray.py [--limit 100] [--json out.json]
+    python bench/sweep_ray.py [--limit 100] [--local-threads 1,2] [--json out.json]
 
-Runs only when /tmp/quiet_ok exists (the machine is shared; timings need it quiet).
+The local baseline runs once per --local-threads value (1: what each Ray worker gets; 2: one
+process using both cores, the alternative on this machine). Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -28,12 +29,9 @@ def main() -> int:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--local-threads", default="1,2", help="torch threads of the local runs")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--force", action="store_true", help="run even without /tmp/quiet_ok")
     args = ap.parse_args()
-    if not args.force and not Path("/tmp/quiet_ok").exists():
-        print("bench/sweep_ray.py: /tmp/quiet_ok is absent (others are benchmarking); not run")
-        return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import ray
     import torch
@@ -52,10 +50,15 @@ def main() -> int:
     out: dict = {"model": args.model, "points": len(specs), "limit": args.limit}
     tmp = Path(tempfile.mkdtemp(prefix="sweep_ray_"))
 
-    t = time.perf_counter()
-    local = Store(tmp / "local.sqlite")
-    sweep.execute(runs, local, settings)
-    out["local_s"] = time.perf_counter() - t
+    locals_ = {}
+    for threads in [int(x) for x in args.local_threads.split(",")]:
+        torch.set_num_threads(threads)
+        t = time.perf_counter()
+        local = locals_[threads] = Store(tmp / f"local{threads}.sqlite")
+        sweep.execute(runs, local, settings)
+        out[f"local_{threads}_threads_s"] = time.perf_counter() - t
+    torch.set_num_threads(1)
+    out["local_s"] = out["local_1_threads_s"] if "local_1_threads_s" in out else None
 
     # Ray: time each phase, and every record's pickled size/time, by wrapping apply()
     t = time.perf_counter()
@@ -88,12 +91,24 @@ def main() -> int:
     out["records_pickle_s"] = pickle_s[0]
     out["snapshot_bytes_empty_store"] = snap_bytes
     out["first_put_run_after_s"] = min(first_record.values()) if first_record else None
-    out["ideal_ray_s"] = out["local_s"] / 2  # 2 workers, no overhead
-    out["overhead_s"] = out["ray_sweep_s"] - out["ideal_ray_s"]
-    out["per_unit_overhead_s"] = out["overhead_s"] / len(specs) * 2  # 2 units run side by side
-    same = [sorted(s.db.execute("SELECT key, idx, output, metrics FROM samples"))
-            for s in (local, remote)]
-    out["identical_samples"] = same[0] == same[1]
+    if out["local_s"]:
+        out["ideal_ray_s"] = out["local_s"] / 2  # 2 single-threaded workers, no overhead
+        out["overhead_s"] = out["ray_sweep_s"] - out["ideal_ray_s"]
+        out["per_unit_overhead_s"] = out["overhead_s"] / len(specs) * 2  # 2 units side by side
+        out["speedup_vs_local_1_thread"] = out["local_s"] / out["ray_total_s"]
+    if "local_2_threads_s" in out:
+        out["speedup_vs_local_2_threads"] = out["local_2_threads_s"] / out["ray_total_s"]
+    def rows(store, by_key=True):
+        """Samples by key, or by (spec, task) (keys also move with the code's versions)."""
+        runs = dict(((k, (s, t)) for k, s, t in store.db.execute(
+            "SELECT key, spec, task FROM runs")))
+        return sorted((k if by_key else runs[k], i, o, m) for k, i, o, m in store.db.execute(
+            "SELECT key, idx, output, metrics FROM samples"))
+
+    for threads, local in locals_.items():  # fp32 sums may round differently across threads
+        out[f"same_keys_as_local_{threads}"] = rows(local) == rows(remote)
+        out[f"same_outputs_and_metrics_as_local_{threads}"] = (rows(local, False)
+                                                               == rows(remote, False))
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -34,14 +34,17 @@ class Workbench:
     items per task (perplexity: ppl_windows windows of ppl_window tokens); calibration: the
     windows for wanda/sparsegpt/gptq; background=False runs clicks in the caller's thread.
     models: None (any model the box is given) or, as an app serves it, the models a visitor may
-    pick besides the built-ins; the box then offers only those and run() refuses the rest."""
+    pick besides the built-ins; the box then offers only those and run() refuses the rest.
+    address: a Ray cluster address ("auto", "host:6379", "ray://host:10001") for the cluster
+    box: with one, each run's (model, compression) units run there as Ray tasks (results are
+    still stored here, batch by batch, and stream into the chart); empty: this process."""
 
     def __init__(self, model: str = "smollm2-135m", tasks=("factoid", "perplexity"), limit: int = 16,
                  store: Store | str | None = None, data: dict | None = None,
                  calibration: CalibrationSpec = CalibrationSpec(None, nsamples=8, seqlen=128),
                  ppl_windows: int = 2, ppl_window: int = 512, batch_size: int = 16,
                  device: str | None = None, dtype: str | None = None, background: bool = True,
-                 models: list[str] | None = None):
+                 models: list[str] | None = None, address: str | None = None):
         self.store = store if isinstance(store, Store) else validate.open_store(store)
         self.data, self.calibration = dict(data or {}), calibration
         self.ppl_windows, self.ppl_window, self.batch_size = ppl_windows, ppl_window, batch_size
@@ -53,10 +56,10 @@ class Workbench:
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
-        self._build(model, tasks, limit, models)
+        self._build(model, tasks, limit, models, address)
 
     # ---- widgets -------------------------------------------------------------------------
-    def _build(self, model, tasks, limit, allowed=None) -> None:
+    def _build(self, model, tasks, limit, allowed=None, address=None) -> None:
         wide = w.Layout(width="420px")
         self.allowed = None  # any model; else the only names run() accepts
         options, placeholder = models.REAL_BUILTINS, "built-in, HF id, folder or .gguf"
@@ -88,6 +91,8 @@ class Workbench:
         self.tasks = w.SelectMultiple(options=TASK_CHOICES, value=tuple(tasks), description="tasks",
                                       rows=len(TASK_CHOICES))
         self.limit = w.BoundedIntText(value=limit, min=1, max=100_000, description="items")
+        self.address = w.Text(value=address or "", description="cluster",
+                              placeholder="Ray address; empty: this process")
         self.run_button = w.Button(description="Run", button_style="primary", icon="play")
         self.cancel_button = w.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=wide)
@@ -106,7 +111,8 @@ class Workbench:
             self.model,  # a row of its own, as wide as both columns below
             w.HBox([w.VBox([self.family, self.method, self.pattern, self.sparsity,
                             self.layerwise, self.bits, self.group_size, self.fixed], layout=w.Layout(width="440px")),
-                    w.VBox([self.tasks, self.limit, w.HBox([self.run_button, self.cancel_button]),
+                    w.VBox([self.tasks, self.limit, self.address,
+                            w.HBox([self.run_button, self.cancel_button]),
                             self.progress, self.status])]),
             self.figure, w.HTML("<b>Results</b> (mean [95% bootstrap CI])"), self.table,
             w.HTML("<b>What changed</b>: questions the dense model answered right and the last "
@@ -174,7 +180,7 @@ class Workbench:
             if self.allowed is not None and model not in self.allowed:
                 raise ValueError(f"this app offers only these models: {', '.join(self.allowed)}; "
                                  f"{model!r} is not one of them")
-            spec, tasks = self.spec(), self.task_specs()
+            spec, tasks, where = self.spec(), self.task_specs(), self.executor()
             plan = sweep.plan([model], [CompressionSpec("dense"), spec], tasks)
             validate.runs(plan, sweep.Settings(device=self.device, dtype=self.dtype,
                                                batch_size=self.batch_size))
@@ -184,10 +190,10 @@ class Workbench:
         self.run_button.disabled, self.cancel_button.disabled = True, False
         self._say(f"running {html.escape(spec.label)} on {html.escape(model)} ...")
         if self.background:
-            self._thread = threading.Thread(target=self._work, args=(plan,), daemon=True)
+            self._thread = threading.Thread(target=self._work, args=(plan, where), daemon=True)
             self._thread.start()
         else:
-            self._work(plan)
+            self._work(plan, where)
 
     def cancel(self) -> None:
         """Stop after the batch in flight; every finished batch is already stored."""
@@ -199,9 +205,16 @@ class Workbench:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _work(self, plan: list[sweep.Run]) -> None:
+    def executor(self):
+        """Where runs go: None (this process) or a RayExecutor on the cluster box's address."""
+        from .executors import executor
+
+        address = self.address.value.strip()
+        return executor("ray", address) if address else None
+
+    def _work(self, plan: list[sweep.Run], where=None) -> None:
         settings = sweep.Settings(device=self.device, dtype=self.dtype, batch_size=self.batch_size,
-                                  progress=False, on_progress=self._on_progress)
+                                  progress=False, on_progress=self._on_progress, executor=where)
         try:
             for is_dense in (True, False):  # dense first: its line is drawn while the rest runs
                 part = [r for r in plan if r.spec.is_dense == is_dense]

@@ -228,3 +228,25 @@ def test_findings_takes_the_executor_flags(monkeypatch, tmp_path, capsys):
     source = "".join(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert all(f"\n{k} = " in source for k in ("executor", "address", "gpus_per_unit",
                                                  "cpus_per_unit")), declared
+
+
+@pytest.mark.slow
+def test_workbench_runs_on_a_cluster_address_like_in_process(local_ray, tasks, reference,
+                                                            tmp_path):
+    from kickbench.ui import Workbench
+
+    store = Store(tmp_path / "results.sqlite")
+    wb = Workbench(model="tiny-llama", tasks=("factoid",), limit=8, store=store,
+                   data={"factoid": tasks[0].data}, batch_size=4, dtype="float32", device="cpu",
+                   background=False, address=ray.get_runtime_context().gcs_address)
+    wb.method.value, wb.sparsity.value = "magnitude", 0.5
+    seen = []
+    real = wb._on_progress
+    wb._on_progress = lambda *a: (seen.append(a), real(*a))[1]
+    wb.run()
+    assert wb.error is None, wb.error
+    got = contents(store)
+    assert len(got["runs"]) == 2 and set(got["runs"]) <= set(reference["runs"])
+    assert got["samples"] == [s for s in reference["samples"] if s[0] in set(got["runs"])]
+    assert seen and set(wb.results.label) == {"dense", "magnitude 50%"}  # progress and chart
+    assert len(wb.figure.data) > 0
