@@ -36,6 +36,8 @@ def main():
                     help="subset of rtn, gptq, awq, bnb (e.g. rerun gptq after a change)")
     ap.add_argument("--settings", default=None,
                     help="only these grids, e.g. 'w4 g64,w3 g64' (default: all of SETTINGS)")
+    ap.add_argument("--no-awq-clip", action="store_true",
+                    help="AWQ without its clipping search (scales only, as llm-compressor's)")
     args = ap.parse_args()
     wanted = set(args.methods.split(","))
     lm, cal, wins = setup(args)
@@ -51,7 +53,9 @@ def main():
     grids = SETTINGS if args.settings is None else [
         {"bits": int(t.split()[0][1:]), **({"group_size": int(t.split()[1][1:])} if " " in t.strip() else {})}
         for t in args.settings.split(",")]
-    specs = [CompressionSpec(m, **s) for s in grids for m in GRID_METHODS if m in wanted]
+    awq = {"options": {"awq_clip": False}} if args.no_awq_clip else {}
+    specs = [CompressionSpec(m, **s, **(awq if m == "awq" else {}))
+             for s in grids for m in GRID_METHODS if m in wanted]
     if "bnb" in wanted:
         specs += [CompressionSpec("bnb-int8"), CompressionSpec("bnb-nf4"),
                   CompressionSpec("bnb-nf4", double_quant=True)]
