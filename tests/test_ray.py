@@ -250,3 +250,24 @@ def test_workbench_runs_on_a_cluster_address_like_in_process(local_ray, tasks, r
     assert got["samples"] == [s for s in reference["samples"] if s[0] in set(got["runs"])]
     assert seen and set(wb.results.label) == {"dense", "magnitude 50%"}  # progress and chart
     assert len(wb.figure.data) > 0
+
+
+@pytest.mark.slow
+def test_cancel_on_the_driver_stops_the_units_and_keeps_stored_batches(local_ray, tasks,
+                                                                       reference, tmp_path):
+    store = Store(tmp_path / "results.sqlite")
+
+    def cancel_once_something_is_stored(desc, done, total):
+        if store.db.execute("SELECT count(*) FROM samples").fetchone()[0]:
+            raise sweep.Cancelled("stop")  # what the workbench's Cancel and Ctrl-C amount to
+
+    settings = sweep.Settings(device="cpu", dtype="float32", batch_size=4, progress=False,
+                              on_progress=cancel_once_something_is_stored)
+    runs = sweep.plan(["tiny-llama"], SPECS, tasks)
+    with pytest.raises(sweep.Cancelled):
+        sweep.execute(runs, store, settings, executor=RayExecutor())
+    kept = store.db.execute("SELECT key, idx, provenance_id FROM samples").fetchall()
+    assert kept and len(kept) < len(reference["samples"])
+    sweep.execute(runs, store, SETTINGS, executor=RayExecutor())
+    assert contents(store) == reference
+    assert all(store.sample_provenance(k)[i] == pid for k, i, pid in kept)  # not regenerated
