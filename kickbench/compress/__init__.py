@@ -111,9 +111,12 @@ def _partial_groups(weights: dict, spec: CompressionSpec) -> dict:
 
 @contextlib.contextmanager
 def applied(model, spec: CompressionSpec, calibration: calib.Calibration | None = None):
-    """Compress in place for the duration of the block, then restore the dense weights."""
+    """Compress in place for the duration of the block, then restore the dense weights. The
+    dense copy lives in host memory: on an accelerator a second copy of every linear weight
+    would double the model's footprint there."""
     check(spec, model)
-    saved = [] if spec.is_dense else [(m, m.weight.data.clone()) for _, m in target_linears(model)]
+    saved = [] if spec.is_dense else [(m, m.weight.data.to("cpu", copy=True))
+                                      for _, m in target_linears(model)]
     try:
         yield apply(model, spec, calibration)
     finally:
