@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from . import tasks, versions
+from . import divergence, tasks, versions
 from .compress.spec import CompressionSpec
 from .store import Store
 
@@ -106,9 +106,9 @@ PAIRED_COLUMNS = ["key", "dense_key", "model", "task", "task_label", "group", "l
                   "p", "p_holm", "right_to_wrong", "wrong_to_right", "worse", "significant_drop"]
 
 # Further per-pair measures: functions (dense samples, compressed samples, results row) -> dict
-# of extra columns, or {} where they do not apply. A per-token divergence from the dense model
-# (e.g. the KL of next-token distributions, issue 17) belongs here once runs store what it needs.
-PAIR_MEASURES: tuple = ()
+# of extra columns, or {} where they do not apply. divergence.paired_kl: the point's mean KL from
+# dense on the paired items (kl, kl_low, kl_high, kl_items).
+PAIR_MEASURES: tuple = (divergence.paired_kl,)
 
 
 def paired_frame(store: Store, results: pd.DataFrame, panels=None,
@@ -202,8 +202,11 @@ def paired_frame(store: Store, results: pd.DataFrame, panels=None,
 def with_paired(results: pd.DataFrame, paired_rows: pd.DataFrame) -> pd.DataFrame:
     """The results frame plus each point's paired comparison with dense (paired_frame):
     diff, diff_low, diff_high, scale, p, p_holm, significant_drop (False where there is none:
-    dense rows, counts). Charts mark the significant drops (plots.py)."""
-    cols = ["diff", "ci_low", "ci_high", "scale", "p", "p_holm", "significant_drop"]
+    dense rows, counts), right_to_wrong, wrong_to_right and the PAIR_MEASURES' columns (kl,
+    kl_low, kl_high, ...) where present. Charts mark the significant drops (plots.py)."""
+    cols = ["diff", "ci_low", "ci_high", "scale", "p", "p_holm", "significant_drop",
+            "right_to_wrong", "wrong_to_right"]
+    cols += [c for c in paired_rows.columns if c not in PAIRED_COLUMNS]
     extra = paired_rows[["key", "n", "task_label", "metric", *cols]].rename(
         columns={"ci_low": "diff_low", "ci_high": "diff_high"})
     extra = extra.drop_duplicates(["key", "n", "task_label", "metric"], keep="last")

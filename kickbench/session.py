@@ -9,7 +9,10 @@ here is module-level: drop the session and the memory goes with it.
 from __future__ import annotations
 
 import gc
+import shutil
+import tempfile
 from collections import OrderedDict
+from pathlib import Path
 
 from . import compress, models
 from .compress import calibration
@@ -27,6 +30,8 @@ class Session:
         self._items: dict[TaskSpec, tuple[list[dict], str]] = {}
         self._calibrations: dict[tuple, calibration.Calibration] = {}
         self._windows: dict[tuple, list[dict]] = {}
+        self._dense: dict[tuple, Path] = {}  # dense next-token distributions (divergence.py)
+        self._scratch: Path | None = None
 
     def __enter__(self) -> "Session":
         return self
@@ -73,6 +78,23 @@ class Session:
             self._windows[key] = [{"id": f"window-{i}", **w} for i, w in enumerate(wins)]
         return self._windows[key]
 
+    def dense_distributions(self, lm: models.LoadedModel, task: TaskSpec, ctxs: list[list[int]],
+                            batch_size: int) -> Path:
+        """The .npy file of the dense model's next-token distributions at the end of each
+        context (divergence.write_dense), computed once per (model, task, contexts) while the
+        dense weights are in place; the files live in this session's scratch folder."""
+        from . import divergence
+
+        key = (lm.fingerprint, str(lm.device), task, divergence.contexts_hash(ctxs))
+        if key not in self._dense:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="kickbench-dense-"))
+            path = self._scratch / f"dense-{len(self._dense)}.npy"
+            pad_id = lm.tokenizer.pad_token_id or 0
+            divergence.write_dense(path, lm.model, ctxs, pad_id, batch_size)
+            self._dense[key] = path
+        return self._dense[key]
+
     def loaded(self) -> list[str]:
         return [name for name, _, _ in self._models]
 
@@ -80,6 +102,8 @@ class Session:
         lm = self._models.pop(key)
         self._calibrations = {k: v for k, v in self._calibrations.items() if k[0] != lm.fingerprint}
         self._windows = {k: v for k, v in self._windows.items() if k[0] != lm.name}
+        for k in [k for k in self._dense if k[0] == lm.fingerprint]:
+            self._dense.pop(k).unlink(missing_ok=True)
         del lm
         gc.collect()
 
@@ -90,3 +114,7 @@ class Session:
         self._items.clear()
         self._calibrations.clear()
         self._windows.clear()
+        self._dense.clear()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None

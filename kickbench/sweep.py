@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import compress, models, posthoc, results, stats, versions
+from . import compress, divergence, models, posthoc, results, stats, versions
 from .compress.spec import CompressionSpec
 from .runners import RUNNERS, generation_config
 from .session import Session
@@ -37,7 +37,9 @@ class Settings:
     exception raised there (e.g. Cancelled) stops the run with every finished batch kept.
     executor: where the (model, compression) units run: None (this process) or an executor
     object such as kickbench.executors.RayExecutor (a frozen, picklable description of a
-    cluster, not a connection); `execute(..., executor=...)` overrides it."""
+    cluster, not a connection); `execute(..., executor=...)` overrides it.
+    divergence: each compressed point's KL from the dense model on generation and choice
+    tasks (divergence.py; an extra forward pass over the prompts per model); False skips it."""
 
     limit: int | None = None
     device: str | None = None
@@ -48,6 +50,7 @@ class Settings:
     judge: object | None = None
     on_progress: Callable[[str, int, int], None] | None = None
     executor: object | None = None
+    divergence: bool = True
 
 
 class Cancelled(Exception):
@@ -168,7 +171,7 @@ def _frame(store: Store, done: list[tuple[str, int]]) -> pd.DataFrame:
 
 def _run_spec(lm, spec, tasks, store, settings, session) -> list[tuple[str, int]]:
     """Evaluate one compression of one model on its tasks; compress only if something is missing."""
-    todo, done = [], []
+    todo, done, kl = [], [], []
     for task in tasks:
         items = requests(lm, task, session)
         limit = task.limit if task.limit is not None else settings.limit
@@ -177,8 +180,14 @@ def _run_spec(lm, spec, tasks, store, settings, session) -> list[tuple[str, int]
         done.append((key, n))
         if store.scores(key, n) is None:
             todo.append((task, items[:n], key, fields))
-    if todo:
-        _evaluate(lm, spec, todo, store, settings, session)
+        if settings.divergence and not spec.is_dense and divergence.applies(task):
+            missing = _kl_missing(store, key, n)
+            if missing:  # the dense model's side now, while its weights are in place
+                ctxs = divergence.contexts(lm.tokenizer, task, [items[i] for i in missing])
+                kl.append((task, key, n, missing, ctxs,
+                           session.dense_distributions(lm, task, ctxs, settings.batch_size)))
+    if todo or kl:
+        _evaluate(lm, spec, todo, store, settings, session, kl)
     for task, (key, n) in zip(tasks, list(done)):  # dense weights are back in place here
         if hasattr(task.module, "fluency_context"):
             posthoc.fluency(lm, store, key, n, task.module, settings.batch_size)
@@ -188,7 +197,7 @@ def _run_spec(lm, spec, tasks, store, settings, session) -> list[tuple[str, int]
     return done
 
 
-def _evaluate(lm, spec, todo, store, settings, session) -> None:
+def _evaluate(lm, spec, todo, store, settings, session, kl=()) -> None:
     with compress.compressed(lm, spec, session.calibration(lm, spec)) as (clm, report):
         weights = models.weight_stats(clm.model)
         for task, items, key, fields in todo:
@@ -204,6 +213,37 @@ def _evaluate(lm, spec, todo, store, settings, session) -> None:
             store.put_run(key, lm.name, spec.key(), task.name, meta)
             RUNNERS[task.module.KIND](clm, task, items, key, store, settings)
             _score(store, key, len(items), task)
+        for task, key, n, missing, ctxs, dense_file in kl:
+            _divergence(clm, lm, spec, task, key, n, missing, ctxs, dense_file, store, settings,
+                        session)
+
+
+def _kl_missing(store: Store, key: str, n: int) -> list[int]:
+    """Item indices among the first n whose KL from dense is not stored under the current
+    DIVERGENCE version (every index when the run holds none, or an older version's)."""
+    run = store.run(key)
+    if run is None or run["meta"].get("kl", {}).get("version") != versions.DIVERGENCE:
+        return list(range(n))
+    samples = store.samples(key, n)
+    have = set(samples.idx[samples.kl.notna()]) if "kl" in samples.columns else set()
+    return [i for i in range(n) if i not in have]
+
+
+def _divergence(clm, lm, spec, task, key, n, missing, ctxs, dense_file, store, settings,
+                session) -> None:
+    """Per-sample KL(dense || compressed) of the missing items, merged into the run's samples;
+    the run's `kl` score; a provenance row saying what made it (divergence.py)."""
+    pad_id = clm.tokenizer.pad_token_id or 0
+    values = divergence.per_item(dense_file, clm.model, ctxs, pad_id, settings.batch_size)
+    run = store.run(key)
+    dense_key, _ = run_key(lm, CompressionSpec("dense"), task, session.items(task)[1],
+                           settings.seed, session)
+    store.put_run(key, run["model"], run["spec"], run["task"], {**run["meta"], "kl": {
+        "version": versions.DIVERGENCE, "definition": divergence.DEFINITION,
+        "dense_key": dense_key, "time": time.time()}})
+    store.merge_metrics(key, {i: {"kl": v} for i, v in zip(missing, values)})
+    samples = store.samples(key, n)
+    store.put_scores(key, n, {"kl": stats.aggregate(samples.kl, how="mean")})
 
 
 def _score(store: Store, key: str, n: int, task: TaskSpec) -> None:

@@ -287,11 +287,19 @@ class Workbench:
         self._say(f'<span style="color:#b00020"><b>error:</b> {html.escape(str(e))}</span>')
 
 
+def _flips_and_kl(r) -> str:
+    """' · flips a/b' (right -> wrong / wrong -> right) and ' · KL k' of one paired row."""
+    rw, wr, kl = (getattr(r, c, float("nan")) for c in ("right_to_wrong", "wrong_to_right", "kl"))
+    flips = f" · flips {rw:.0f}/{wr:.0f}" if rw == rw and rw is not None and wr is not None else ""
+    return flips + (f" · KL {kl:.3g}" if kl == kl and kl is not None else "")
+
+
 def results_table(frame: pd.DataFrame, store: Store | None = None) -> pd.DataFrame:
     """One row per compression, one column per task metric: 'mean [low, high]'; with the store,
     each compressed point adds its paired difference from dense on the same items, its 95%
     interval and Holm-adjusted p across the table's points (results.paired_frame;
-    perplexity: the difference of NLL per token)."""
+    perplexity: the difference of NLL per token), right -> wrong / wrong -> right flips (0/1
+    metrics) and the mean KL from dense of the next token (divergence.py) where measured."""
     cells = plots.with_text(frame).assign(
         column=[f"{t} {m} (n={n})" for t, m, n in zip(frame.task_label, frame.metric, frame.n)])
     if store is not None and len(frame):
@@ -302,7 +310,8 @@ def results_table(frame: pd.DataFrame, store: Store | None = None) -> pd.DataFra
                     f" p(Holm)={ph:.3g}{' ▼' if drop else ''}" if d == d else ""
                     for d, lo, hi, s, ph, drop in zip(m["diff"], m.diff_low, m.diff_high, m.scale,
                                                       m.p_holm, m.significant_drop)]
-        cells = cells.assign(score=[a + b for a, b in zip(cells.score, vs_dense)])
+        extra = [_flips_and_kl(r) for r in m.itertuples()]
+        cells = cells.assign(score=[a + b + c for a, b, c in zip(cells.score, vs_dense, extra)])
     table = cells.pivot_table(index=["model", "label", "size"], columns="column", values="score",
                               aggfunc="last", sort=False)
     return table.reset_index().rename_axis(columns=None)

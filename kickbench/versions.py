@@ -51,6 +51,7 @@ KEY_SCHEME = 2  # 1: kickbench.__version__ + task VERSION (before per-component 
 ENGINE = 2   # engine.py (decoding, log-likelihood, rolling NLL), runners.py, sweep.requests
 STATS = 2    # stats.py (aggregates, bootstrap intervals), sweep._score
 FLUENCY = 1  # posthoc.fluency (the dense model's perplexity of answers, under the run's key)
+DIVERGENCE = 1  # divergence.py, sweep._divergence: KL from dense, kept in the run's provenance
 
 PACKAGE = Path(__file__).resolve().parent
 TABLE = PACKAGE.parent / "tests" / "component_hashes.json"
@@ -60,6 +61,8 @@ FIXED = {  # name: (the constant above that holds its version, sources)
     "engine": ("ENGINE", ("engine.py", "runners.py", "sweep.py:requests")),
     "stats": ("STATS", ("stats.py", "sweep.py:_score")),
     "fluency": ("FLUENCY", ("posthoc.py:fluency",)),
+    # not in result keys (KL is added to stored runs); its version is in the run's provenance
+    "divergence": ("DIVERGENCE", ("divergence.py", "sweep.py:_divergence", "sweep.py:_kl_missing")),
 }
 # judge/http.py is transport: what it sends that shapes a reply is in the judge's identity
 JUDGE_SOURCES = ("judge/__init__.py", "judge/expected.py", "judge/local.py", "judge/reference.py",

@@ -50,9 +50,10 @@ def test_results_are_stored_and_never_recomputed(store, small_data, monkeypatch)
     runs = sweep.plan(["tiny-llama"], SPECS, [small_data])
     first = sweep.execute(runs, store, settings(limit=6))
     assert len(seen) == 12
-    # every scoring, and the dense model's perplexity of the answers (the fluency stage)
-    assert set(first.metric) == {"accuracy", "exact_match", "haystack_accuracy", "answer_ppl"}
-    assert set(first.n) == {6} and len(first) == 8  # 2 runs x 4 metrics
+    # every scoring, the dense model's perplexity of the answers (the fluency stage), and the
+    # compressed point's KL from dense (divergence.py)
+    assert set(first.metric) == {"accuracy", "exact_match", "haystack_accuracy", "answer_ppl", "kl"}
+    assert set(first.n) == {6} and len(first) == 9  # 2 runs x 4 metrics + the compressed run's KL
     again = sweep.execute(runs, store, settings(limit=6))
     assert len(seen) == 12  # nothing generated the second time
     assert again.sort_values(["key", "metric"]).value.tolist() == \

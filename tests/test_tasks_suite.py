@@ -112,7 +112,9 @@ def test_mmlu_and_icraqa_in_a_sweep(tiny, store, tmp_path):
     frame = sweep.execute(runs, store, sweep.Settings(device="cpu", dtype="float32", progress=False))
     assert set(frame.task_label) == {"mmlu", "icraqa", "icraqa:closed"}
     got = frame[frame.task == "mmlu"]
-    assert set(got.metric) == set(mmlu.SCORINGS.values()) and set(got.n) == {6}
+    # every scoring, and each compressed point's KL from dense (divergence.py)
+    assert set(got.metric) == set(mmlu.SCORINGS.values()) | {"kl"} and set(got.n) == {6}
+    assert set(got[got.metric == "kl"].method) == {"magnitude"}
     assert ((got.ci_low <= got.value) & (got.value <= got.ci_high)).all()
     dense = frame[(frame.task == "mmlu") & (frame.method == "dense")].key.iloc[0]
     samples = store.samples(dense)

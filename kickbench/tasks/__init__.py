@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import factoid, icraqa, instruct, mmlu, perplexity, summarize
-from .metrics import Metric
+from .metrics import DIVERGENCE, Metric
 
 TASKS = {m.NAME: m for m in (factoid, mmlu, icraqa, perplexity, summarize, instruct)}
 
@@ -24,7 +24,7 @@ def metric(name: str, task: str | None = None) -> Metric:
         for m in module.METRICS:
             if m.name == name:
                 return m
-    return Metric(name, name)
+    return next((m for m in DIVERGENCE if m.name == name), Metric(name, name))
 
 
 def headline(module, template: str | None = None) -> str:

@@ -34,6 +34,9 @@ JUDGE = (Metric("judge_score", "judge score (1-10)"),
          Metric("unparsed", "unparsed judgments", higher_is_better=False, aggregate="sum"))
 FLUENCY = (Metric("answer_ppl", "answer perplexity (dense model)", higher_is_better=False,
                   aggregate="ppl"),)
+# added to every compressed run of a generation or choice task (kickbench/divergence.py)
+DIVERGENCE = (Metric("kl", "KL(dense ‖ compressed) of the next token (nats)",
+                     higher_is_better=False),)
 
 
 def aspects(rubric) -> tuple[Metric, ...]:
