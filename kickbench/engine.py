@@ -385,8 +385,8 @@ class _Rows:
 
 
 def _stream(model, prompts: list[list[int]], shared, n: int, config: GenerationConfig,
-            stops: _Stops, eos: set[int], pad_id: int, device, limit: int
-            ) -> Iterator[tuple[int, list[int]]]:
+            stops: _Stops, eos: set[int], pad_id: int, device, limit: int,
+            max_new: Sequence[int] | None = None) -> Iterator[tuple[int, list[int]]]:
     """Continuous batching over `prompts` (suffixes after the n shared tokens, longest
     first): up to `limit` rows decode together, one token per row per step. Prompts are
     prefilled ahead, about PREFILL_TOKENS at a time in length buckets; a row that finishes
@@ -408,7 +408,8 @@ def _stream(model, prompts: list[list[int]], shared, n: int, config: GenerationC
         ended = []
         for j, h in zip(live, hit):
             seq = out[part.rows[j]]
-            if h or seq[-1] in eos or len(seq) == config.max_new_tokens:
+            if h or seq[-1] in eos or len(seq) == (max_new[part.rows[j]] if max_new
+                                                   else config.max_new_tokens):
                 part.done[j] = True
                 ended.append(part.rows[j])
         return ended
@@ -487,11 +488,12 @@ def _stream(model, prompts: list[list[int]], shared, n: int, config: GenerationC
 
 
 def iter_generate(model, tokenizer, prompts: Sequence[Prompt], config: GenerationConfig,
-                  progress: bool = True, desc: str = "generate"
-                  ) -> Iterator[list[tuple[int, Generation]]]:
+                  progress: bool = True, desc: str = "generate",
+                  max_new: Sequence[int] | None = None) -> Iterator[list[tuple[int, Generation]]]:
     """Yield [(input index, Generation)] in groups of batch_size, as rows finish (prompts are
     taken longest first). An out-of-memory error halves the batch size and restarts the
-    prompts that have not finished (what was yielded stays)."""
+    prompts that have not finished (what was yielded stays). max_new: a max_new_tokens per
+    prompt (input order, each >= 1) in place of config.max_new_tokens."""
     encoded = encode(tokenizer, prompts)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     device = next(model.parameters()).device
@@ -509,7 +511,8 @@ def iter_generate(model, tokenizer, prompts: Sequence[Prompt], config: Generatio
     while order:
         try:
             for r, toks in _stream(model, [encoded[i][n:] for i in order], shared, n, config,
-                                   stops, eos, pad_id, device, limit):
+                                   stops, eos, pad_id, device, limit,
+                                   [max_new[i] for i in order] if max_new else None):
                 toks = [t for t in toks if t != pad_id]
                 text = tokenizer.decode(toks, skip_special_tokens=True)
                 ready.append((order[r], Generation(cut_at_stop(text, config.stop), len(toks))))

@@ -53,37 +53,31 @@ def _generate(lm, task, items, key, store, settings, pending, prompts) -> None:
     if not pending:
         return
     module = task.module
+    config = generation_config(task, settings.batch_size)
     torch.manual_seed(settings.seed)
     desc, finished = f"{task.name} | {key[:8]}", 0
-    for config, rows in budget_groups(lm.tokenizer, task, prompts,
-                                      generation_config(task, settings.batch_size)):
-        for batch in iter_generate(lm.model, lm.tokenizer, [prompts[j] for j in rows], config,
-                                   settings.progress, desc):
-            records = []
-            for b, gen in batch:
-                j = rows[b]
-                item = items[pending[j]]
-                text = render(lm.tokenizer, prompts[j])[0]
-                records.append({"idx": pending[j], "item": _public(item), "prompt": text,
-                                "output": gen.text, "metrics": module.score(item, text, gen.text),
-                                "new_tokens": gen.new_tokens})
-            store.add_samples(key, records)  # per batch: an interruption keeps what finished
-            finished += len(batch)
-            notify(settings, desc, finished, len(pending))
+    for batch in iter_generate(lm.model, lm.tokenizer, prompts, config, settings.progress, desc,
+                               budgets(lm.tokenizer, task, prompts, config)):
+        records = []
+        for j, gen in batch:
+            item = items[pending[j]]
+            text = render(lm.tokenizer, prompts[j])[0]
+            records.append({"idx": pending[j], "item": _public(item), "prompt": text, "output": gen.text,
+                            "metrics": module.score(item, text, gen.text),
+                            "new_tokens": gen.new_tokens})
+        store.add_samples(key, records)  # per batch: an interruption keeps what finished
+        finished += len(batch)
+        notify(settings, desc, finished, len(pending))
 
 
-def budget_groups(tokenizer, task, prompts, config) -> list[tuple[object, list[int]]]:
-    """[(config, prompt indices)]: one group of all prompts, or, where the task ties each
-    prompt's max_new_tokens to its length (BUDGETS[template], e.g. factoid:llmkick), one group
-    per budget with that max_new_tokens (at most the config's), smallest budget first. Greedy
-    answers do not depend on batching, so this is exactly a per-prompt budget."""
+def budgets(tokenizer, task, prompts, config) -> list[int] | None:
+    """Each prompt's max_new_tokens where the task ties it to the prompt's length
+    (BUDGETS[template], e.g. factoid:llmkick), at most the config's; None: the config's for all."""
     budget = getattr(task.module, "BUDGETS", {}).get(task.template_name)
     if budget is None:
-        return [(config, list(range(len(prompts))))]
-    groups: dict[int, list[int]] = {}
-    for j, ids in enumerate(encode(tokenizer, prompts)):
-        groups.setdefault(min(config.max_new_tokens, budget(len(ids))), []).append(j)
-    return [(replace(config, max_new_tokens=b), rows) for b, rows in sorted(groups.items())]
+        return None
+    return [max(1, min(config.max_new_tokens, budget(len(ids))))
+            for ids in encode(tokenizer, prompts)]
 
 
 ROLLING_TOKENS = 2048  # tokens per perplexity forward: 2048 x 49k-vocab fp32 logits is ~0.4 GB

@@ -9,7 +9,7 @@ import pytest
 
 from kickbench import config, posthoc, runners, stats, sweep
 from kickbench.cli import main
-from kickbench.engine import GenerationConfig, encode, generate
+from kickbench.engine import GenerationConfig, encode, generate, iter_generate
 from kickbench.judge import rubric as R
 from kickbench.tasks import TaskSpec, factoid
 
@@ -70,19 +70,32 @@ QUESTIONS = ["Who?", "Which river flows through the middle of the old town of Pr
              "What is the capital of the small landlocked country of Liechtenstein in Europe?"]
 
 
-def test_budget_groups_follow_the_reference_rule(tiny):
+def test_budgets_follow_the_reference_rule(tiny):
     lm = tiny("tiny-llama")
     task = TaskSpec("factoid", template="llmkick")
     prompts = [factoid.prompt({"question": q}, "llmkick") for q in QUESTIONS]
     lengths = [len(ids) for ids in encode(lm.tokenizer, prompts)]
-    groups = runners.budget_groups(lm.tokenizer, task, prompts, runners.generation_config(task))
-    got = {j: cfg.max_new_tokens for cfg, rows in groups for j in rows}
-    assert got == {j: 2 * n for j, n in enumerate(lengths)}  # max_length = 3 x prompt tokens
-    assert sorted(got) == [0, 1, 2]
-    # every other template keeps one group with its fixed max_new_tokens
-    [(cfg, rows)] = runners.budget_groups(lm.tokenizer, TaskSpec("factoid"), prompts,
-                                          runners.generation_config(TaskSpec("factoid")))
-    assert (cfg.max_new_tokens, rows) == (16, [0, 1, 2])
+    got = runners.budgets(lm.tokenizer, task, prompts, runners.generation_config(task))
+    assert got == [2 * n for n in lengths]  # max_length = 3 x prompt tokens
+    assert len(set(got)) == 3
+    # every other template keeps the config's fixed max_new_tokens
+    assert runners.budgets(lm.tokenizer, TaskSpec("factoid"), prompts,
+                           runners.generation_config(TaskSpec("factoid"))) is None
+
+
+def test_engine_per_prompt_max_new_equals_one_generation_each(tiny):
+    lm = tiny("tiny-llama")
+    prompts = ["a b c", "d e f g h i j", "k", "l m n o", "p q"]
+    max_new = [3, 9, 1, 6, 4]
+    config = GenerationConfig(max_new_tokens=64, stop=(), batch_size=2)
+    got = {}
+    for batch in iter_generate(lm.model, lm.tokenizer, prompts, config, False, max_new=max_new):
+        got.update(batch)
+    for i, p in enumerate(prompts):
+        [alone] = generate(lm.model, lm.tokenizer, [p],
+                           GenerationConfig(max_new_tokens=max_new[i], stop=(), batch_size=1), False)
+        assert (got[i].text, got[i].new_tokens) == (alone.text, alone.new_tokens)
+        assert got[i].new_tokens <= max_new[i]
 
 
 def test_factoid_llmkick_generates_each_prompt_to_its_own_budget(tiny, tmp_path, store):
