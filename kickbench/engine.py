@@ -4,8 +4,10 @@ Generation is a plain loop over a transformers model and its DynamicCache (no `g
 logits processors or stopping-criteria objects): prompts are sorted by length, a preamble that
 every prompt shares is encoded once, each batch is prefilled in length buckets that keep padding
 small, then each step feeds one token per row; a row that has finished (EOS, a stop string in
-its newly decoded tail, max_new_tokens) leaves the batch and its KV cache. Greedy answers equal
-`model.generate`'s (tested on every tiny family). On CUDA, batch_size="auto" starts large and
+its newly decoded tail, max_new_tokens) leaves the batch and its KV cache. An answer is the
+generated text without its leading whitespace, up to the first stop string after that (a stop
+never fires before the first word). Greedy answers equal `model.generate`'s under that rule
+(tested on every tiny family). On CUDA, batch_size="auto" starts large and
 halves on out-of-memory errors, retrying the batch.
 """
 
@@ -66,7 +68,10 @@ def encode(tokenizer, prompts: Sequence[Prompt]) -> list[list[int]]:
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Text up to (not including) the earliest stop string."""
+    """The answer in generated text: without its leading whitespace, up to (not including) the
+    earliest stop string after it. A model that answers on the next line ("\nParis\nQ:") is
+    not cut to "" by a stop string "\n" before its first word."""
+    text = text.lstrip()
     cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
     return text[:cut]
 
@@ -316,7 +321,9 @@ def _trim(cache, mask: torch.Tensor, n: int):
 class _Stops:
     """Stop strings checked on the decoded tail of each row: a window of tokens long enough to
     hold any stop string (a character is at most 4 bytes, each at least a token's worth), then
-    confirmed on the row's whole text."""
+    confirmed on the row's whole text. A stop counts only after the text's leading whitespace
+    (`cut_at_stop`); a row no longer than the window is its own tail, so its leading newline
+    is stripped there and does not cost a whole-row decode at every step."""
 
     def __init__(self, tokenizer, stop: Sequence[str]):
         self.tok, self.stop = tokenizer, tuple(s for s in stop if s)
@@ -330,10 +337,11 @@ class _Stops:
         if not self.stop or not rows:
             return [False] * len(rows)
         tails = self.decode_batch([r[-self.window:] for r in rows])
+        tails = [t.lstrip() if len(r) <= self.window else t for r, t in zip(rows, tails)]
         return [any(s in t for s in self.stop) and self._confirm(r) for r, t in zip(rows, tails)]
 
     def _confirm(self, row: list[int]) -> bool:
-        text = self.tok.decode(row, skip_special_tokens=True)
+        text = self.tok.decode(row, skip_special_tokens=True).lstrip()
         return any(s in text for s in self.stop)
 
 

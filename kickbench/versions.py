@@ -48,7 +48,7 @@ from pathlib import Path
 
 KEY_SCHEME = 2  # 1: kickbench.__version__ + task VERSION (before per-component versions)
 
-ENGINE = 2   # engine.py (decoding, log-likelihood, rolling NLL), runners.py, sweep.requests
+ENGINE = 3   # engine.py (decoding, log-likelihood, rolling NLL), runners.py, sweep.requests
 STATS = 2    # stats.py (aggregates, bootstrap intervals), sweep._score
 FLUENCY = 1  # posthoc.fluency (the dense model's perplexity of answers, under the run's key)
 DIVERGENCE = 1  # divergence.py, sweep._divergence: KL from dense, kept in the run's provenance

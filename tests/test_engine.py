@@ -34,6 +34,20 @@ def test_cut_at_stop_takes_the_earliest_stop():
     assert cut_at_stop("no stop here", ("\n",)) == "no stop here"
 
 
+def test_a_stop_counts_only_after_the_leading_whitespace(tiny):
+    assert cut_at_stop("\nParis\nQ:", ("\n",)) == "Paris"
+    assert cut_at_stop(" \n Paris", ()) == "Paris"
+    assert cut_at_stop("  \n\n", ("\n",)) == ""
+    tok = tiny("tiny-llama").tokenizer
+    stops = engine._Stops(tok, ("\n",))
+    ids = lambda t: tok(t, add_special_tokens=False)["input_ids"]
+    nl = ids("\n")
+    rows = [nl, ids("  \n\n"), ids("\nParis"), ids("\nParis\n"),
+            nl * 12 + ids("Paris"), nl * 12 + ids("Paris\n")]  # the last two: wider than the window
+    assert len(rows[4]) > stops.window
+    assert stops.hits(rows) == [False, False, False, True, False, True]
+
+
 # ---- the generation loop against model.generate; batching, stops, sampling, OOM halving ----
 
 import pytest
@@ -45,19 +59,24 @@ PREAMBLE = "The following are short questions answered by a careful assistant, o
 MIXED = QUESTIONS[:9] + [PREAMBLE + q for q in QUESTIONS[:9]]
 
 
-def reference(lm, prompts, config):
-    """model.generate on one prompt at a time (no padding): the answers to equal."""
-    out = []
+def reference(lm, prompts, config, first=None):
+    """model.generate on one prompt at a time (no padding), to EOS or max_new_tokens, then cut
+    by the answer rule (a stop counts only after the leading whitespace): the answers to
+    equal. `first`: a token forced as the first generated one."""
+    out, tok = [], lm.tokenizer
+    head = [] if first is None else [first]
     for p in prompts:
-        text, special = engine.render(lm.tokenizer, p)
-        ids = torch.tensor([lm.tokenizer(text, add_special_tokens=special)["input_ids"]])
-        stop = {"stop_strings": list(config.stop), "tokenizer": lm.tokenizer} if config.stop else {}
+        text, special = engine.render(tok, p)
+        ids = torch.tensor([tok(text, add_special_tokens=special)["input_ids"] + head])
         with torch.inference_mode():
             seq = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                    max_new_tokens=config.max_new_tokens,
-                                    pad_token_id=lm.tokenizer.pad_token_id, **stop)
-        toks = [t for t in seq[0, ids.shape[1]:].tolist() if t != lm.tokenizer.pad_token_id]
-        out.append((cut_at_stop(lm.tokenizer.decode(toks, skip_special_tokens=True), config.stop), len(toks)))
+                                    max_new_tokens=config.max_new_tokens - len(head),
+                                    pad_token_id=tok.pad_token_id)
+        toks = head + [t for t in seq[0, ids.shape[1]:].tolist() if t != tok.pad_token_id]
+        stopped = (k for k in range(1, len(toks) + 1)
+                   if any(s in tok.decode(toks[:k], skip_special_tokens=True).lstrip() for s in config.stop))
+        toks = toks[:next(stopped, len(toks))]
+        out.append((cut_at_stop(tok.decode(toks, skip_special_tokens=True), config.stop), len(toks)))
     return out
 
 
@@ -235,3 +254,32 @@ def test_rows_longer_than_the_batch_widen_it(tiny):
         texts = [(cut_at_stop(lm.tokenizer.decode(got[i], skip_special_tokens=True), config.stop),
                   len(got[i])) for i in range(len(prompts))]
         assert texts == reference(lm, prompts, config)
+
+
+class NewlineFirst(torch.nn.Module):
+    """The model, with every prompt's first generated token forced to be a newline: prefill
+    passes (logits_to_keep=1) get their last logits replaced; decoding steps run untouched."""
+
+    def __init__(self, model, newline):
+        super().__init__()
+        self.inner, self.newline, self.config = model, newline, model.config
+        self.generation_config = model.generation_config
+
+    def forward(self, **kw):
+        out = self.inner(**kw)
+        if "logits_to_keep" in kw:
+            out.logits[:, -1] = -1e4
+            out.logits[:, -1, self.newline] = 1e4
+        return out
+
+
+@pytest.mark.parametrize("family", ["tiny-llama", "tiny-gemma3"])
+def test_an_answer_on_the_next_line_is_not_cut_to_nothing(tiny, family):
+    """The first generated token is "\n" and "\n" is a stop: the row runs on to the stop
+    after the answer's first word (issue 17), as model.generate's text cut by the same rule."""
+    lm = tiny(family)
+    newline = lm.tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+    config = GenerationConfig(max_new_tokens=10, stop=("\n",), batch_size=5)
+    out = generate(NewlineFirst(lm.model, newline), lm.tokenizer, MIXED, config, progress=False)
+    assert [(g.text, g.new_tokens) for g in out] == reference(lm, MIXED, config, first=newline)
+    assert min(g.new_tokens for g in out) > 1 and any(g.text for g in out)
