@@ -10,7 +10,11 @@ prompts, dtype and batch size:
 
 - kickbench: `engine.generate`;
 - lm-eval 0.4.13: `HFLM.generate_until` (timed alone; the HFLM is built beforehand);
-- plain `model.generate`, one prompt at a time (greedy, the same stop strings).
+- plain `model.generate`, one prompt at a time (greedy, stopped by the engine's answer rule:
+  a stop string after the leading whitespace).
+
+lm-eval's text goes through the same rule (it keeps the leading space); where it stopped at a
+leading newline its answer is "" and counted apart.
 
 Prints questions/s, speed-up over lm-eval, the answers that differ from lm-eval's and from
 batch-1 generate's, and the fraction of this run's matmul floor: the GEMM rate measured here at
@@ -27,6 +31,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from common import SHARED
 from mmlu_parity import matmul_gflops, model_flops
@@ -52,10 +57,10 @@ class Workload:
 WORKLOADS = {
     "factoid": Workload("factoid", factoid, str(SHARED / "freebaseqa" / "eval.jsonl"), 128, 64,
                         factoid.GENERATION.max_new_tokens, factoid.GENERATION.stop),
-    "icraqa": Workload("retrieval QA", icraqa, str(SHARED / "nq_open_oracle" / "test.jsonl"), 128,
+    "icraqa": Workload("retrieval QA", icraqa, str(SHARED / "nq_open_oracle" / "test.jsonl"), 64,
                        64, icraqa.GENERATION.max_new_tokens, icraqa.GENERATION.stop),
     "icsum": Workload("summaries", summarize,
-                      str(SHARED / "cnn_dailymail_llmkick" / "stories.jsonl"), 16, 8, 256, ()),
+                      str(SHARED / "cnn_dailymail_llmkick" / "stories.jsonl"), 8, 8, 256, ()),
 }
 
 
@@ -121,17 +126,33 @@ def theirs(lm, texts, cfg):
     reqs = [Instance("generate_until", {}, (t, dict(kwargs)), i) for i, t in enumerate(texts)]
     t0 = time.perf_counter()
     out = hflm.generate_until(reqs, disable_tqdm=True)
-    return out, time.perf_counter() - t0
+    secs = time.perf_counter() - t0
+    # its text through our answer rule (it keeps a leading space; a leading stop string is
+    # already a cut there, the answers that differ for that reason are counted apart)
+    return [engine.cut_at_stop(t, cfg.stop) for t in out], secs
+
+
+class AnswerStop(StoppingCriteria):
+    """generate's stop for the engine's answer rule: a stop string after the generated text's
+    leading whitespace (generate's own stop_strings would end a row on a leading newline)."""
+
+    def __init__(self, tokenizer, stop, start: int):
+        self.tok, self.stop, self.start = tokenizer, stop, start
+
+    def __call__(self, input_ids, scores, **kw):
+        text = self.tok.decode(input_ids[0, self.start:], skip_special_tokens=True).lstrip()
+        return torch.tensor([any(s in text for s in self.stop)], device=input_ids.device)
 
 
 def batch_one(lm, texts, specials, cfg):
     """Plain model.generate, one prompt at a time (no padding, no batching)."""
-    kw = {"stop_strings": list(cfg.stop), "tokenizer": lm.tokenizer} if cfg.stop else {}
     pad = lm.tokenizer.pad_token_id
     out, t0 = [], time.perf_counter()
     for text, special in zip(texts, specials):
         ids = torch.tensor([lm.tokenizer(text, add_special_tokens=special)["input_ids"]],
                            device=lm.device)
+        kw = {"stopping_criteria": StoppingCriteriaList(
+            [AnswerStop(lm.tokenizer, cfg.stop, ids.shape[1])])} if cfg.stop else {}
         with torch.inference_mode():
             seq = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                     do_sample=False, max_new_tokens=cfg.max_new_tokens,
@@ -216,8 +237,10 @@ def main():
                       f"{(len(out) / s) / (len(lme) / their_secs) if lme else float('nan'):9.2f}x "
                       f"{differ(out, lme) if lme else '-':>14} {differ(out[:k], b1):>14} "
                       f"{floor * scale / s:8.0%}", flush=True)
+            empty = sum(t == "" != m for t, m in zip(lme, mine)) if lme else 0
             print(f"   {len(prompts)} prompts, batch {cfg.batch_size}, {toks} new tokens; floor "
-                  f"{floor:.2f} s; ours {secs:.2f} s", flush=True)
+                  f"{floor:.2f} s; ours {secs:.2f} s; lm-eval answers cut to \"\" at a leading "
+                  f"stop: {empty}", flush=True)
             if args.breakdown:
                 width = max(len(e) for e in encoded) + w.max_new_tokens
                 print(f"   ours: {breakdown(lm, prompts, cfg)}; one step takes {step_ms(lm, 1, width):.1f} ms "
