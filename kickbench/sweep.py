@@ -96,7 +96,7 @@ def _decoding(lm: models.LoadedModel, task: TaskSpec) -> dict:
     module = task.module
     if module.KIND in ("generate", "dialogue"):
         rule = getattr(module, "BUDGET_RULES", {}).get(task.template_name)
-        # a per-prompt length budget (runners.budget_groups) is part of how answers are made
+        # a per-prompt length budget (runners.budgets) is part of how answers are made
         return {**generation_config(task).key(), **({"budget": rule} if rule else {})}
     if module.KIND == "choice":
         return {"loglikelihood": True, "max_context": module.MAX_CONTEXT}

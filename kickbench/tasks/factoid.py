@@ -34,7 +34,7 @@ TEMPLATES = {
 }
 # The reference generates up to max_length = 3 x the prompt's tokens (main_freebase.py line 121),
 # i.e. 2 x prompt tokens new (BOS included, as its tokenizer call adds it), with no stop string
-# (EOS ends it). BUDGETS gives runners that number per prompt (runners.budget_groups);
+# (EOS ends it). BUDGETS gives runners that number per prompt (runners.budgets);
 # LLMKICK_MAX_NEW only bounds it (the reference has no bound; no FreebaseQA prompt comes near).
 LLMKICK_PREFIX = TEMPLATES["llmkick"].partition("{")[0]
 LLMKICK_LENGTH_FACTOR = 3
