@@ -191,9 +191,7 @@ def report_plan(p: dict) -> Plan:
     judge = validate.judge(p["judge"], p["judge_model"], p["judge_key_env"], p["judge_scoring"])
     from .executors import executor
 
-    where = executor(p["executor"] or "local", p["address"],
-                     0 if p["gpus_per_unit"] is None else p["gpus_per_unit"],
-                     1 if p["cpus_per_unit"] is None else p["cpus_per_unit"])
+    where = executor(p["executor"], p["address"], p["gpus_per_unit"], p["cpus_per_unit"])
     settings = sweep.Settings(limit=p["limit"], device=p["device"], dtype=p["dtype"],
                               batch_size=p["batch_size"], seed=p["seed"], progress=p["progress"],
                               judge=judge, executor=where)

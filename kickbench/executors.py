@@ -372,10 +372,13 @@ def _message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
-def executor(executor: str = "local", address: str | None = None, gpus_per_unit: float = 0,
-             cpus_per_unit: float = 1):
-    """The CLI's and the report notebook's choice -> an executor (None: this process)."""
-    name = executor
+def executor(executor: str | None = "local", address: str | None = None,
+             gpus_per_unit: float | None = 0, cpus_per_unit: float | None = 1):
+    """The CLI's and the notebooks' choice -> an executor (None: this process); None for any
+    argument means its default (local, 0 GPUs, 1 CPU per unit)."""
+    name = executor or "local"
+    gpus_per_unit = 0 if gpus_per_unit is None else gpus_per_unit
+    cpus_per_unit = 1 if cpus_per_unit is None else cpus_per_unit
     if name == "local":
         if address is not None:
             raise ValueError("--address applies to --executor ray")

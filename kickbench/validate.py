@@ -800,9 +800,7 @@ def findings(p: dict) -> None:
     settings_values(None, p.get("batch_size", 64), 0, p.get("device"), p.get("dtype"))
     from .executors import executor
 
-    executor(p.get("executor") or "local", p.get("address"),
-             *(d if p.get(k) is None else p[k] for k, d in (("gpus_per_unit", 0),
-                                                           ("cpus_per_unit", 1))))
+    executor(p.get("executor"), p.get("address"), p.get("gpus_per_unit"), p.get("cpus_per_unit"))
     if "ppl_windows" in p:
         count(p["ppl_windows"], "ppl_windows")
     cal = CalibrationSpec(p.get("calib_data"), p.get("nsamples", 16), p.get("seqlen", 256))
